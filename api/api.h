@@ -1,0 +1,213 @@
+/*
+ * api.h - Cloudflare Images API client (libcurl + json-c behind this header).
+ *
+ * Contract for every function below unless it says otherwise:
+ *   - returns 0 on success or a negative errno (see api_errno_map() for the table);
+ *   - `err` may be NULL; when non-NULL it is always filled (zeroed on success) with
+ *     the detail a log line needs: HTTP status, Cloudflare error code, curl code, message;
+ *   - output structs are written only on success; on failure they are left zeroed and
+ *     need no release;
+ *   - strings passed in are borrowed for the duration of the call;
+ *   - safe to call from many threads at once on one struct api_client.
+ *
+ * Nothing in this header exposes libcurl or json-c types. Ids are passed unescaped;
+ * the client percent-encodes every byte outside [A-Za-z0-9-._~] when it puts an id
+ * into a URL path (so "a/b" becomes "a%2Fb").
+ */
+#ifndef IMAGESFS_API_H
+#define IMAGESFS_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Limits of the Images API, shared by the client, the emulator and the filesystem. */
+#define API_MAX_IMAGE_BYTES (10 * 1024 * 1024) /* 10 MB upload limit */
+#define API_MAX_ID_LEN 1024                    /* custom id, bytes */
+#define API_MAX_METADATA_BYTES 1024            /* serialized metadata object */
+#define API_MAX_CREATOR_LEN 1024
+#define API_MAX_FILENAME_LEN 255
+#define API_MAX_VARIANTS 100
+#define API_MAX_VARIANT_ID_LEN 99
+#define API_MAX_KEY_NAME_LEN 20
+
+struct api_err {
+	long http_status;  /* 0 when no HTTP response was received */
+	int cf_code;       /* first Cloudflare error code of the envelope, 0 if none */
+	int curl_code;     /* CURLcode as int, 0 if the transfer itself succeeded */
+	int attempts;      /* number of HTTP attempts made (retries + 1) */
+	char message[256]; /* Cloudflare message or curl error text, NUL-terminated */
+};
+
+struct api_config {
+	const char *base_url;   /* "https://api.cloudflare.com/client/v4", no trailing '/' needed */
+	const char *account_id; /* <= 32 chars */
+	/* Credentials: either token (Authorization: Bearer) or auth_email + auth_key. */
+	const char *token;
+	const char *auth_email;
+	const char *auth_key;
+	const char *ca_file;       /* optional CA bundle for https; verification is always on */
+	long connect_timeout_ms;   /* 0 = default 10000 */
+	long low_speed_time_s;     /* abort a transfer below 1 byte/s for this long; 0 = default 30 */
+	long request_timeout_ms;   /* whole-request cap, 0 = default 120000 */
+	int max_attempts;          /* attempts per idempotent request, 0 = default 5 */
+	long retry_budget_ms;      /* total time spent retrying one call, 0 = default 30000 */
+	double rate_per_sec;       /* client-side token bucket; 0 = default (1200/300 s = 4/s) , <0 = off */
+	int rate_burst;            /* bucket size; 0 = default 100 */
+	int verbose;               /* libcurl trace to stderr with secrets redacted */
+	const char *user_agent;    /* optional */
+};
+
+struct api_client;
+
+/* Creates a client. Copies everything it keeps from cfg. curl_global_init() must
+ * have been called once by the program (api_global_init() does it). */
+int api_global_init(void);
+void api_global_cleanup(void);
+int api_client_new(const struct api_config *cfg, struct api_client **out);
+void api_client_free(struct api_client *c);
+
+/* ---- images ---------------------------------------------------------------- */
+
+struct api_image {
+	char *id;
+	char *filename;      /* NULL if absent */
+	char *creator;       /* NULL if unset */
+	char *meta_json;     /* compact JSON text of `meta`; NULL if absent/null */
+	int require_signed_urls;
+	int draft;
+	int64_t uploaded_ms; /* Unix epoch milliseconds of `uploaded`; 0 if absent */
+	char **variants;     /* delivery URLs */
+	size_t n_variants;
+};
+/* Frees the members and zeroes the struct (not the struct itself). */
+void api_image_release(struct api_image *img);
+
+/* Called once per image while listing. `img` is borrowed: valid only during the call.
+ * Returning non-zero stops the listing; that value is returned by the list call. */
+typedef int (*api_image_cb)(const struct api_image *img, void *arg);
+
+struct api_list_opts {
+	int per_page;            /* 0 = largest the endpoint allows (v2: 10000) */
+	const char *creator;     /* NULL = any; "" = images without creator */
+	int sort_asc;            /* v2 only: 1 = ascending by upload time */
+	int max_pages;           /* 0 = all pages */
+};
+
+/* Lists every image with v2 (continuation_token), following all pages.
+ * `requests` (nullable) receives the number of list requests made. */
+int api_images_list(struct api_client *c, const struct api_list_opts *opts, api_image_cb cb,
+		    void *arg, int *requests, struct api_err *err);
+/* Lists one v1 page (page >= 1). `*n_out` receives how many images were on it. */
+int api_images_list_v1(struct api_client *c, int page, int per_page, const char *creator,
+		       api_image_cb cb, void *arg, size_t *n_out, struct api_err *err);
+
+int api_image_get(struct api_client *c, const char *id, struct api_image *out,
+		  struct api_err *err);
+
+struct api_upload {
+	const char *id;            /* custom id, NULL = let the server generate one */
+	int fd;                    /* file to stream as the `file` part, or -1 */
+	const char *filename;      /* name sent for the file part; NULL = "file" */
+	const char *url;           /* upload by URL instead of fd (exactly one of fd/url) */
+	const char *metadata_json; /* JSON object text, NULL = none */
+	const char *creator;       /* NULL = none */
+	int require_signed_urls;   /* -1 = omit, 0 = "false", 1 = "true" */
+};
+/* Uploads an image. The file is streamed from fd (read from offset 0 with pread; not
+ * loaded in memory). With a custom id, a retried upload whose first response was lost
+ * is recognised (5409 on retry + matching image) and reported as success. */
+int api_image_upload(struct api_client *c, const struct api_upload *up, struct api_image *out,
+		     struct api_err *err);
+
+struct api_image_patch {
+	const char *metadata_json; /* NULL = unchanged; "{}" clears */
+	const char *creator;       /* NULL = unchanged */
+	int require_signed_urls;   /* -1 = unchanged */
+};
+int api_image_edit(struct api_client *c, const char *id, const struct api_image_patch *p,
+		   struct api_image *out, struct api_err *err);
+int api_image_delete(struct api_client *c, const char *id, struct api_err *err);
+
+/* Streams the blob into fd (written with write() from the fd's current offset).
+ * Fails with -EFBIG past max_bytes (0 = API_MAX_IMAGE_BYTES + slack), -EIO when the body
+ * is shorter than Content-Length. `*size_out` (nullable) receives the bytes written.
+ * `content_type` (nullable, size ct_len) receives the Content-Type. On failure the fd may
+ * hold partial data: the caller discards it. */
+int api_image_blob(struct api_client *c, const char *id, int fd, uint64_t max_bytes,
+		   uint64_t *size_out, char *content_type, size_t ct_len, struct api_err *err);
+
+/* ---- signing keys ------------------------------------------------------------ */
+
+struct api_key {
+	char *name;
+	char *value;
+};
+struct api_key_list {
+	struct api_key *keys;
+	size_t n;
+};
+void api_key_list_release(struct api_key_list *l);
+int api_keys_list(struct api_client *c, struct api_key_list *out, struct api_err *err);
+/* PUT and DELETE return every key the account has afterwards; out is nullable. */
+int api_key_put(struct api_client *c, const char *name, struct api_key_list *out,
+		struct api_err *err);
+int api_key_delete(struct api_client *c, const char *name, struct api_key_list *out,
+		   struct api_err *err);
+
+/* ---- stats ------------------------------------------------------------------- */
+
+struct api_stats {
+	int64_t allowed;
+	int64_t current;
+};
+int api_stats_get(struct api_client *c, struct api_stats *out, struct api_err *err);
+
+/* ---- variants ---------------------------------------------------------------- */
+
+struct api_variant {
+	char *id;
+	char *options_json; /* compact JSON text of `options` */
+	int never_require_signed_urls;
+};
+struct api_variant_list {
+	struct api_variant *v;
+	size_t n;
+};
+void api_variant_release(struct api_variant *v);
+void api_variant_list_release(struct api_variant_list *l);
+int api_variants_list(struct api_client *c, struct api_variant_list *out, struct api_err *err);
+int api_variant_get(struct api_client *c, const char *id, struct api_variant *out,
+		    struct api_err *err);
+/* options_json: a JSON object text; never_require: -1 = omit, 0/1. out is nullable. */
+int api_variant_create(struct api_client *c, const char *id, const char *options_json,
+		       int never_require, struct api_variant *out, struct api_err *err);
+int api_variant_edit(struct api_client *c, const char *id, const char *options_json,
+		     int never_require, struct api_variant *out, struct api_err *err);
+int api_variant_delete(struct api_client *c, const char *id, struct api_err *err);
+
+/* ---- errors ------------------------------------------------------------------ */
+
+/* The one table that maps an API failure to an errno (always returns a positive errno):
+ *   curl timeout -> ETIMEDOUT; other curl/transport failure -> EIO (EAGAIN if retried out);
+ *   9106/6003/10000, 401/403 -> EACCES; 404, 5404, 5401, 7003 -> ENOENT;
+ *   5409, 409 -> EEXIST; 5413, 413 -> EFBIG; 5455/5415, 400, 5400 -> EINVAL;
+ *   971, 429, 502/503/504 after retries -> EAGAIN; 5453 -> ENOSPC; anything else -> EIO. */
+int api_errno_map(long http_status, int cf_code, int curl_code);
+
+/* Formats "HTTP 404, code 5404: Image not found" into buf; returns buf. */
+const char *api_err_str(const struct api_err *err, char *buf, size_t len);
+
+/* Checks a custom id against the API's rules (<= 1024 bytes, not empty, no leading or
+ * trailing '/', not UUID-shaped, no NUL/control characters). 0 or -EINVAL. */
+int api_custom_id_valid(const char *id);
+
+/* Counters for tests and benchmarks (monotonic, whole client). */
+struct api_counters {
+	uint64_t requests;   /* HTTP requests sent, including retries */
+	uint64_t retries;
+	uint64_t throttled_ms; /* time spent waiting in the client-side rate limiter */
+};
+void api_counters_get(struct api_client *c, struct api_counters *out);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * cache.h - on-disk LRU blob cache, hard-capped in bytes, persistent across mounts.
+ *
+ * Entries are keyed by (id, version): the version is the image's `uploaded` time in ms,
+ * so a deleted and re-uploaded id never returns the old bytes. No FUSE, no curl here.
+ *
+ * Every function returns 0 or a negative errno. Thread-safe: one struct cache may be used
+ * by any number of threads at once.
+ */
+#ifndef IMAGESFS_CACHE_H
+#define IMAGESFS_CACHE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct cache;
+
+struct cache_config {
+	const char *dir;    /* created 0700 if missing */
+	uint64_t max_bytes; /* hard cap on the bytes of committed blobs */
+};
+
+int cache_open(const struct cache_config *cfg, struct cache **out);
+void cache_close(struct cache *c);
+
+/* Fills fd (a temp file the cache created, opened O_RDWR, offset 0) with the blob.
+ * Returns 0 or -errno; on failure the cache discards the temp file. */
+typedef int (*cache_fill_fn)(int fd, void *arg);
+
+/* Returns a read-only fd on the blob of (id, version) and its size, marking it most
+ * recently used. On a miss, calls fill exactly once even if many threads ask for the same
+ * (id, version) at once (the others wait and share the result); the filled temp file is
+ * fsync'd and renamed into place, evicting least-recently-used blobs first so the total
+ * never exceeds max_bytes. A blob larger than max_bytes is still returned (from an
+ * unlinked temp file) but not kept. The caller closes *fd_out. */
+int cache_get(struct cache *c, const char *id, int64_t version, cache_fill_fn fill, void *arg,
+	      int *fd_out, uint64_t *size_out);
+
+/* Like cache_get without fill: -ENOENT on a miss. */
+int cache_lookup(struct cache *c, const char *id, int64_t version, int *fd_out,
+		 uint64_t *size_out);
+
+/* Makes a private staging file in the cache's tmp directory (same filesystem as the
+ * entries) for data the caller writes (e.g. a file being uploaded). *path_out is malloc'd. */
+int cache_stage_open(struct cache *c, int *fd_out, char **path_out);
+
+/* Moves a staged file into the cache as (id, version) (rename, no copy). Takes ownership of
+ * the staged file even on failure (it is removed then). Evicts as cache_get does. */
+int cache_adopt(struct cache *c, const char *id, int64_t version, const char *staged_path);
+
+/* Removes every version of id. Open fds keep working. */
+int cache_remove(struct cache *c, const char *id);
+
+struct cache_stats {
+	uint64_t bytes;   /* committed bytes */
+	uint64_t entries;
+	uint64_t hits, misses, fills, evictions;
+};
+void cache_stats_get(struct cache *c, struct cache_stats *out);
+
+#endif
