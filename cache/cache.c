@@ -1,0 +1,610 @@
+/*
+ * cache.c - on-disk LRU blob cache: index, eviction, single-flight fills.
+ *
+ * Policy. Exact LRU over whole blobs with a hard byte cap. Every committed blob is one
+ * file; the in-memory index holds (sha256(id), version, size, last-use stamp) per file, in
+ * a hash table (bucket chosen by the id hash only, so all versions of an id share a chain
+ * and cache_remove is one chain walk) and a doubly linked list from most to least recently
+ * used. Before a new blob is renamed into place we evict from the old end until
+ * bytes + new <= max_bytes, so committed bytes never exceed the cap; at most the blobs
+ * being filled in tmp/ are on disk on top of it. A blob bigger than the cap (or any blob
+ * when max_bytes is 0) is served from its unlinked temp file and never committed.
+ *
+ * Layout (see cache_disk.c): <dir>/v1/objects/<ss>/<sha256hex(id)>-<version hex>, temp and
+ * staged files in <dir>/v1/tmp. Names come only from hashes, so ids cannot escape <dir>.
+ *
+ * Persistence. The last-use stamp is also the file's mtime, set explicitly with futimens
+ * to a strictly increasing nanosecond value (max(now, last + 1)) on commit and on every hit
+ * that changes the order, so cache_open rebuilds the same LRU order by sorting on mtime.
+ * cache_open is O(n log n) in entries: one fstatat per file, then a qsort.
+ *
+ * Crash safety. A blob becomes an entry only by rename(2) of a complete temp file: fill
+ * writes tmp/fill-<random>, must return 0, then we fsync and rename. A failed fill never
+ * becomes an entry and its temp file is unlinked. A crash leaves at worst files in tmp/,
+ * which cache_open deletes, so garbage never grows. Sizes are whatever was committed; a
+ * zero-length entry is valid because completeness is the fill callback's job (it returns
+ * 0 only once the whole blob is written). The directory is not fsync'd after rename: a
+ * power loss may drop a just-committed entry, never expose a partial one.
+ *
+ * Locking and costs. One mutex (c->lock) guards the index, the fill list and the stats.
+ * It is never held during a fill or an fsync. It is held for a few metadata syscalls: a hit
+ * does openat + futimens; a commit does one unlinkat per victim + futimens + renameat.
+ * Concurrent misses on one key share one struct cache_fill: the first caller fills, the
+ * others wait on its condition variable and get an independent fd on the same file
+ * (reopened through /proc/self/fd, so it works even when the blob was not kept).
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BUCKETS_INITIAL 1024
+
+static size_t bucket_of(const struct cache *c, const uint8_t idh[CACHE_SHA256_LEN])
+{
+	uint64_t h;
+
+	memcpy(&h, idh, sizeof(h)); /* sha256 output is already uniform */
+	return (size_t)(h & (c->nbuckets - 1));
+}
+
+static int64_t next_stamp_locked(struct cache *c)
+{
+	struct timespec ts;
+	int64_t t;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	if (t <= c->last_stamp)
+		t = c->last_stamp + 1;
+	c->last_stamp = t;
+	return t;
+}
+
+static void lru_unlink_locked(struct cache *c, struct cache_entry *e)
+{
+	if (e->newer)
+		e->newer->older = e->older;
+	else
+		c->mru = e->older;
+	if (e->older)
+		e->older->newer = e->newer;
+	else
+		c->lru = e->newer;
+	e->newer = e->older = NULL;
+}
+
+static void lru_push_mru_locked(struct cache *c, struct cache_entry *e)
+{
+	e->newer = NULL;
+	e->older = c->mru;
+	if (c->mru)
+		c->mru->newer = e;
+	else
+		c->lru = e;
+	c->mru = e;
+}
+
+static struct cache_entry *index_find_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN],
+					     int64_t version)
+{
+	struct cache_entry *e;
+
+	for (e = c->buckets[bucket_of(c, idh)]; e; e = e->hnext)
+		if (e->version == version && memcmp(e->idh, idh, CACHE_SHA256_LEN) == 0)
+			return e;
+	return NULL;
+}
+
+/* Doubles the table; on ENOMEM keeps the old one (chains just get longer). */
+static void index_grow_locked(struct cache *c)
+{
+	size_t old_n = c->nbuckets, i;
+	struct cache_entry **old = c->buckets, **nb = calloc(old_n * 2, sizeof(*nb));
+
+	if (!nb)
+		return;
+	c->buckets = nb;
+	c->nbuckets = old_n * 2;
+	for (i = 0; i < old_n; i++) {
+		struct cache_entry *e = old[i], *next;
+
+		for (; e; e = next) {
+			size_t b = bucket_of(c, e->idh);
+
+			next = e->hnext;
+			e->hnext = nb[b];
+			nb[b] = e;
+		}
+	}
+	free(old);
+}
+
+/* Adds e as the most recently used entry. */
+static void index_insert_locked(struct cache *c, struct cache_entry *e)
+{
+	size_t b;
+
+	if (c->st.entries >= c->nbuckets)
+		index_grow_locked(c);
+	b = bucket_of(c, e->idh);
+	e->hnext = c->buckets[b];
+	c->buckets[b] = e;
+	lru_push_mru_locked(c, e);
+	c->st.entries++;
+	c->st.bytes += e->size;
+}
+
+static void index_unlink_locked(struct cache *c, struct cache_entry *e)
+{
+	struct cache_entry **pp = &c->buckets[bucket_of(c, e->idh)];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	lru_unlink_locked(c, e);
+	c->st.entries--;
+	c->st.bytes -= e->size;
+}
+
+/* Drops e from the index and unlinks its file; open fds on it keep working. */
+static void entry_delete_locked(struct cache *c, struct cache_entry *e)
+{
+	char name[CACHE_NAME_LEN + 1];
+
+	cache_disk_name(e->idh, e->version, name);
+	index_unlink_locked(c, e);
+	if (unlinkat(c->objects_fd, name, 0) < 0 && errno != ENOENT)
+		cache_warn("cannot remove cache entry '%s': %s", name, strerror(errno));
+	free(e);
+}
+
+/* Evicts least recently used entries until `need` more bytes fit under the cap. */
+static void evict_locked(struct cache *c, uint64_t need)
+{
+	while (c->lru && c->st.bytes + need > c->max_bytes) {
+		entry_delete_locked(c, c->lru);
+		c->st.evictions++;
+	}
+}
+
+/* Opens e's file read-only and makes e the most recently used entry. On -ENOENT (someone
+ * deleted the file behind our back) e is dropped from the index and freed. */
+static int entry_open_locked(struct cache *c, struct cache_entry *e, int *fd_out,
+			     uint64_t *size_out)
+{
+	char name[CACHE_NAME_LEN + 1];
+	int fd, err;
+
+	cache_disk_name(e->idh, e->version, name);
+	fd = openat(c->objects_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		err = -errno;
+		cache_warn("cannot open cache entry '%s': %s", name, strerror(-err));
+		if (err == -ENOENT) {
+			index_unlink_locked(c, e);
+			free(e);
+		}
+		return err;
+	}
+	if (e != c->mru) {
+		lru_unlink_locked(c, e);
+		lru_push_mru_locked(c, e);
+		e->stamp = next_stamp_locked(c);
+		if ((err = cache_disk_stamp(fd, e->stamp)) < 0)
+			cache_warn("cannot touch cache entry '%s': %s", name, strerror(-err));
+	}
+	*fd_out = fd;
+	if (size_out)
+		*size_out = e->size;
+	return 0;
+}
+
+/*
+ * Moves the complete, fsync'd temp file tmp/<tmp_name> (open as fd, `size` bytes) into
+ * objects/ as (idh, version), evicting first. When the blob is not to be kept (too big,
+ * removed meanwhile, or the rename fails) the temp file is unlinked instead; the caller's
+ * fds on it keep working, so serving never depends on keeping.
+ */
+static void commit_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN], int64_t version,
+			  const char *tmp_name, int fd, uint64_t size, bool keep)
+{
+	char name[CACHE_NAME_LEN + 1];
+	struct cache_entry *e = NULL, *old;
+	int err;
+
+	if (keep && c->max_bytes > 0 && size <= c->max_bytes)
+		e = calloc(1, sizeof(*e));
+	if (!e) {
+		unlinkat(c->tmp_fd, tmp_name, 0);
+		return;
+	}
+	memcpy(e->idh, idh, CACHE_SHA256_LEN);
+	e->version = version;
+	e->size = size;
+	if ((old = index_find_locked(c, idh, version)) != NULL)
+		entry_delete_locked(c, old); /* e.g. adopt and fill raced; newest wins */
+	evict_locked(c, size);
+	e->stamp = next_stamp_locked(c);
+	if ((err = cache_disk_stamp(fd, e->stamp)) < 0)
+		cache_warn("cannot stamp temp file '%s': %s", tmp_name, strerror(-err));
+	cache_disk_name(idh, version, name);
+	if (renameat(c->tmp_fd, tmp_name, c->objects_fd, name) < 0) {
+		cache_warn("cannot commit cache entry '%s': %s", name, strerror(errno));
+		unlinkat(c->tmp_fd, tmp_name, 0);
+		free(e);
+		return;
+	}
+	index_insert_locked(c, e);
+}
+
+static int check_key(const struct cache *c, const char *id)
+{
+	return c && id ? 0 : -EINVAL;
+}
+
+int cache_lookup(struct cache *c, const char *id, int64_t version, int *fd_out, uint64_t *size_out)
+{
+	uint8_t idh[CACHE_SHA256_LEN];
+	struct cache_entry *e;
+	int err = -ENOENT;
+
+	if (check_key(c, id) < 0 || !fd_out)
+		return -EINVAL;
+	cache_sha256(id, strlen(id), idh);
+	pthread_mutex_lock(&c->lock);
+	if ((e = index_find_locked(c, idh, version)) != NULL)
+		err = entry_open_locked(c, e, fd_out, size_out);
+	if (err == 0)
+		c->st.hits++;
+	else if (err == -ENOENT)
+		c->st.misses++;
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+/* Creates the temp file, runs fill, fsyncs. On success returns a read-only fd on the temp
+ * file in *rfd and leaves the O_RDWR fd in *wfd; on failure nothing is left behind. */
+static int fill_to_tmp(struct cache *c, cache_fill_fn fill, void *arg,
+		       char tmp_name[CACHE_TMP_NAME_MAX], int *wfd, int *rfd, uint64_t *size)
+{
+	struct stat st;
+	int fd, err;
+
+	if ((err = cache_disk_tmp_create(c, CACHE_FILL_PREFIX, tmp_name, &fd)) < 0)
+		return err;
+	err = fill(fd, arg);
+	if (err > 0)
+		err = -EIO; /* not the contract, but never let it look like success */
+	if (err == 0 && fsync(fd) < 0)
+		err = -errno;
+	if (err == 0 && fstat(fd, &st) < 0)
+		err = -errno;
+	if (err == 0) {
+		*rfd = openat(c->tmp_fd, tmp_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (*rfd < 0)
+			err = -errno;
+	}
+	if (err < 0) {
+		close(fd);
+		unlinkat(c->tmp_fd, tmp_name, 0);
+		return err;
+	}
+	*wfd = fd;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static struct cache_fill *fill_find_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN],
+					   int64_t version)
+{
+	struct cache_fill *f;
+
+	for (f = c->fills; f; f = f->next)
+		if (f->version == version && memcmp(f->idh, idh, CACHE_SHA256_LEN) == 0)
+			return f;
+	return NULL;
+}
+
+static void fill_unlist_locked(struct cache *c, struct cache_fill *f)
+{
+	struct cache_fill **pp = &c->fills;
+
+	while (*pp != f)
+		pp = &(*pp)->next;
+	*pp = f->next;
+}
+
+/* Hands a finished fill's result to one of its holders. */
+static int fill_result_locked(struct cache_fill *f, int *fd_out, uint64_t *size_out)
+{
+	int fd;
+
+	if (f->err < 0)
+		return f->err;
+	if (f->refs == 1) {
+		fd = f->fd; /* the last holder takes the fd itself */
+		f->fd = -1;
+	} else if ((fd = cache_disk_reopen(f->fd)) < 0) {
+		cache_warn("cannot reopen filled blob: %s", strerror(-fd));
+		return fd;
+	}
+	*fd_out = fd;
+	if (size_out)
+		*size_out = f->size;
+	return 0;
+}
+
+static void fill_put_locked(struct cache_fill *f)
+{
+	if (--f->refs > 0)
+		return;
+	if (f->fd >= 0)
+		close(f->fd);
+	pthread_cond_destroy(&f->done_cv);
+	free(f);
+}
+
+/* Waits for another thread's fill of the same key and shares its result. */
+static int fill_wait_locked(struct cache *c, struct cache_fill *f, int *fd_out, uint64_t *size_out)
+{
+	int err;
+
+	f->refs++;
+	while (!f->done)
+		pthread_cond_wait(&f->done_cv, &c->lock);
+	err = fill_result_locked(f, fd_out, size_out);
+	fill_put_locked(f);
+	return err;
+}
+
+/* Runs the fill for f (registered in c->fills, one reference held) and publishes it. */
+static int fill_run(struct cache *c, struct cache_fill *f, cache_fill_fn fill, void *arg,
+		    int *fd_out, uint64_t *size_out)
+{
+	char tmp_name[CACHE_TMP_NAME_MAX];
+	int wfd = -1, rfd = -1, err;
+	uint64_t size = 0;
+
+	err = fill_to_tmp(c, fill, arg, tmp_name, &wfd, &rfd, &size);
+	pthread_mutex_lock(&c->lock);
+	if (err == 0)
+		commit_locked(c, f->idh, f->version, tmp_name, wfd, size, !f->removed);
+	f->err = err;
+	f->fd = rfd;
+	f->size = size;
+	f->done = true;
+	fill_unlist_locked(c, f);
+	pthread_cond_broadcast(&f->done_cv);
+	err = fill_result_locked(f, fd_out, size_out);
+	fill_put_locked(f);
+	pthread_mutex_unlock(&c->lock);
+	if (wfd >= 0)
+		close(wfd);
+	return err;
+}
+
+int cache_get(struct cache *c, const char *id, int64_t version, cache_fill_fn fill, void *arg,
+	      int *fd_out, uint64_t *size_out)
+{
+	uint8_t idh[CACHE_SHA256_LEN];
+	struct cache_entry *e;
+	struct cache_fill *f;
+	int err;
+
+	if (check_key(c, id) < 0 || !fill || !fd_out)
+		return -EINVAL;
+	cache_sha256(id, strlen(id), idh);
+	pthread_mutex_lock(&c->lock);
+	if ((e = index_find_locked(c, idh, version)) != NULL) {
+		err = entry_open_locked(c, e, fd_out, size_out);
+		if (err == 0)
+			c->st.hits++;
+		if (err != -ENOENT) {
+			pthread_mutex_unlock(&c->lock);
+			return err;
+		}
+	}
+	c->st.misses++;
+	if ((f = fill_find_locked(c, idh, version)) != NULL) {
+		err = fill_wait_locked(c, f, fd_out, size_out);
+		pthread_mutex_unlock(&c->lock);
+		return err;
+	}
+	if (!(f = calloc(1, sizeof(*f))) || pthread_cond_init(&f->done_cv, NULL) != 0) {
+		pthread_mutex_unlock(&c->lock);
+		free(f);
+		return -ENOMEM;
+	}
+	memcpy(f->idh, idh, CACHE_SHA256_LEN);
+	f->version = version;
+	f->refs = 1;
+	f->fd = -1;
+	f->next = c->fills;
+	c->fills = f;
+	c->st.fills++;
+	pthread_mutex_unlock(&c->lock);
+	return fill_run(c, f, fill, arg, fd_out, size_out);
+}
+
+int cache_stage_open(struct cache *c, int *fd_out, char **path_out)
+{
+	char name[CACHE_TMP_NAME_MAX];
+	size_t len;
+	char *path;
+	int fd, err;
+
+	if (!c || !fd_out || !path_out)
+		return -EINVAL;
+	if ((err = cache_disk_tmp_create(c, CACHE_STAGE_PREFIX, name, &fd)) < 0)
+		return err;
+	len = strlen(c->tmp_path) + 1 + strlen(name) + 1;
+	if (!(path = malloc(len))) {
+		close(fd);
+		unlinkat(c->tmp_fd, name, 0);
+		return -ENOMEM;
+	}
+	snprintf(path, len, "%s/%s", c->tmp_path, name);
+	*fd_out = fd;
+	*path_out = path;
+	return 0;
+}
+
+/* Returns the file name of staged_path inside tmp/, or NULL if it is not a path that
+ * cache_stage_open can have returned. */
+static const char *staged_name(const struct cache *c, const char *staged_path)
+{
+	size_t n = strlen(c->tmp_path), plen = sizeof(CACHE_STAGE_PREFIX "-") - 1;
+	const char *base;
+
+	if (strncmp(staged_path, c->tmp_path, n) != 0 || staged_path[n] != '/')
+		return NULL;
+	base = staged_path + n + 1;
+	if (strncmp(base, CACHE_STAGE_PREFIX "-", plen) != 0 || strchr(base, '/') ||
+	    strlen(base) >= CACHE_TMP_NAME_MAX)
+		return NULL;
+	return base;
+}
+
+int cache_adopt(struct cache *c, const char *id, int64_t version, const char *staged_path)
+{
+	uint8_t idh[CACHE_SHA256_LEN];
+	const char *base;
+	struct stat st;
+	int fd, err = 0;
+
+	if (check_key(c, id) < 0 || !staged_path)
+		return -EINVAL;
+	if (!(base = staged_name(c, staged_path))) {
+		/* Not ours: never unlink a path we did not create. */
+		cache_warn("refusing to adopt '%s': not a staged file of this cache", staged_path);
+		return -EINVAL;
+	}
+	fd = openat(c->tmp_fd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		err = -errno;
+	else if (!S_ISREG(st.st_mode))
+		err = -EINVAL;
+	else if (fsync(fd) < 0)
+		err = -errno;
+	if (err < 0) {
+		cache_warn("cannot adopt staged file '%s': %s", staged_path, strerror(-err));
+		if (fd >= 0)
+			close(fd);
+		unlinkat(c->tmp_fd, base, 0);
+		return err;
+	}
+	cache_sha256(id, strlen(id), idh);
+	pthread_mutex_lock(&c->lock);
+	commit_locked(c, idh, version, base, fd, (uint64_t)st.st_size, true);
+	pthread_mutex_unlock(&c->lock);
+	close(fd);
+	return 0;
+}
+
+int cache_remove(struct cache *c, const char *id)
+{
+	uint8_t idh[CACHE_SHA256_LEN];
+	struct cache_entry *e, *next;
+	struct cache_fill *f;
+
+	if (check_key(c, id) < 0)
+		return -EINVAL;
+	cache_sha256(id, strlen(id), idh);
+	pthread_mutex_lock(&c->lock);
+	for (e = c->buckets[bucket_of(c, idh)]; e; e = next) {
+		next = e->hnext;
+		if (memcmp(e->idh, idh, CACHE_SHA256_LEN) == 0)
+			entry_delete_locked(c, e);
+	}
+	for (f = c->fills; f; f = f->next)
+		if (memcmp(f->idh, idh, CACHE_SHA256_LEN) == 0)
+			f->removed = true; /* served to its waiters, then dropped */
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+void cache_stats_get(struct cache *c, struct cache_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	*out = c->st;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Loads the scanned entries (oldest first) and evicts down to a possibly smaller cap. */
+static int index_load(struct cache *c)
+{
+	struct cache_entry **arr;
+	size_t n, i;
+	int err;
+
+	if ((err = cache_disk_scan(c, &arr, &n)) < 0)
+		return err;
+	c->nbuckets = BUCKETS_INITIAL;
+	while (c->nbuckets < n)
+		c->nbuckets *= 2;
+	if (!(c->buckets = calloc(c->nbuckets, sizeof(*c->buckets)))) {
+		for (i = 0; i < n; i++)
+			free(arr[i]);
+		free(arr);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < n; i++) {
+		index_insert_locked(c, arr[i]);
+		if (arr[i]->stamp > c->last_stamp)
+			c->last_stamp = arr[i]->stamp;
+	}
+	free(arr);
+	evict_locked(c, 0);
+	while (c->max_bytes == 0 && c->lru) { /* "keep nothing" includes empty blobs */
+		entry_delete_locked(c, c->lru);
+		c->st.evictions++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+int cache_open(const struct cache_config *cfg, struct cache **out)
+{
+	struct cache *c;
+	int err;
+
+	if (!cfg || !cfg->dir || !*cfg->dir || !out)
+		return -EINVAL;
+	if (!(c = calloc(1, sizeof(*c))))
+		return -ENOMEM;
+	if ((err = pthread_mutex_init(&c->lock, NULL)) != 0) {
+		free(c);
+		return -err;
+	}
+	c->max_bytes = cfg->max_bytes;
+	if ((err = cache_disk_open(c, cfg->dir)) < 0 || (err = index_load(c)) < 0) {
+		cache_close(c);
+		return err;
+	}
+	*out = c;
+	return 0;
+}
+
+void cache_close(struct cache *c)
+{
+	struct cache_entry *e, *next;
+
+	if (!c)
+		return;
+	for (e = c->mru; e; e = next) {
+		next = e->older;
+		free(e);
+	}
+	free(c->buckets);
+	cache_disk_close(c);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}

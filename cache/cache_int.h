@@ -1,0 +1,83 @@
+/*
+ * cache_int.h - internals shared by cache.c (index, LRU, single-flight) and cache_disk.c
+ * (on-disk layout). Not part of the contract; only the cache and its unit test include it.
+ */
+#ifndef IMAGESFS_CACHE_INT_H
+#define IMAGESFS_CACHE_INT_H
+
+#include "cache.h"
+#include "cache_sha256.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Entry name relative to objects/: "<2 hex shard>/<64 hex sha256(id)>-<16 hex version>". */
+#define CACHE_HEX_LEN (2 * CACHE_SHA256_LEN)
+#define CACHE_FILE_LEN (CACHE_HEX_LEN + 1 + 16)
+#define CACHE_NAME_LEN (2 + 1 + CACHE_FILE_LEN)
+/* Temp file name in tmp/: "<prefix>-<16 hex random>"; prefixes are "fill" and "stage". */
+#define CACHE_TMP_NAME_MAX 32
+#define CACHE_STAGE_PREFIX "stage"
+#define CACHE_FILL_PREFIX "fill"
+
+/* One committed blob: 80 bytes, so 100k entries cost about 8 MB of index. */
+struct cache_entry {
+	uint8_t idh[CACHE_SHA256_LEN]; /* sha256(id) */
+	int64_t version;
+	uint64_t size;
+	int64_t stamp;			   /* last use, ns since the epoch; also the file's mtime */
+	struct cache_entry *hnext;	   /* hash chain; bucket chosen by idh only */
+	struct cache_entry *newer, *older; /* LRU list */
+};
+
+/* One fill in progress; waiters for the same key share it. Freed by the last reference. */
+struct cache_fill {
+	uint8_t idh[CACHE_SHA256_LEN];
+	int64_t version;
+	struct cache_fill *next; /* guarded by c->lock */
+	pthread_cond_t done_cv;	 /* signalled once, with c->lock, when done turns true */
+	int refs;		 /* guarded by c->lock: filler + waiters */
+	bool done;		 /* guarded by c->lock */
+	bool removed;		 /* guarded by c->lock: cache_remove ran meanwhile, do not keep */
+	int err;		 /* set before done: 0 or -errno */
+	int fd;			 /* set before done: O_RDONLY on the result, closed at refs 0 */
+	uint64_t size;		 /* set before done */
+};
+
+struct cache {
+	/* Immutable after cache_open. */
+	uint64_t max_bytes;
+	char *tmp_path; /* absolute-or-as-given "<dir>/v1/tmp" */
+	int objects_fd; /* O_DIRECTORY on <dir>/v1/objects */
+	int tmp_fd;	/* O_DIRECTORY on <dir>/v1/tmp */
+	int lock_fd;	/* <dir>/v1/lock, flock'ed exclusively while open */
+
+	pthread_mutex_t lock;
+	struct cache_entry **buckets; /* guarded by c->lock */
+	size_t nbuckets;	      /* guarded by c->lock; a power of two */
+	struct cache_entry *mru;      /* guarded by c->lock: newest end of the LRU list */
+	struct cache_entry *lru;      /* guarded by c->lock: oldest end, evicted first */
+	struct cache_fill *fills;     /* guarded by c->lock */
+	int64_t last_stamp;	      /* guarded by c->lock: stamps strictly increase */
+	struct cache_stats st;	      /* guarded by c->lock */
+};
+
+/* cache_disk.c */
+void cache_disk_name(const uint8_t idh[CACHE_SHA256_LEN], int64_t version,
+		     char out[CACHE_NAME_LEN + 1]);
+int cache_disk_open(struct cache *c, const char *dir);
+void cache_disk_close(struct cache *c);
+/* Reads objects/ into a malloc'd array of malloc'd entries sorted oldest first. */
+int cache_disk_scan(struct cache *c, struct cache_entry ***out, size_t *n_out);
+/* Creates tmp/<prefix>-<random> O_RDWR, mode 0600; name_out gets the file name. */
+int cache_disk_tmp_create(struct cache *c, const char *prefix, char name_out[CACHE_TMP_NAME_MAX],
+			  int *fd_out);
+/* A new open file description, O_RDONLY, on the file behind fd (works if unlinked). */
+int cache_disk_reopen(int fd);
+/* Sets the file's atime and mtime to stamp ns (so LRU order survives a remount). */
+int cache_disk_stamp(int fd, int64_t stamp);
+void cache_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
