@@ -726,7 +726,7 @@ END_TEST
 START_TEST(test_adopt)
 {
 	struct cache *c = open_cache(3000);
-	char outside[256], sneaky[512], fillname[256], buf[BLOB];
+	char outside[512], sneaky[1024], fillname[512], buf[BLOB];
 	char *staged = NULL;
 	int fd = -1;
 
