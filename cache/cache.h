@@ -20,11 +20,17 @@ struct cache_config {
 	uint64_t max_bytes; /* hard cap on the bytes of committed blobs */
 };
 
+/* Creates the layout under cfg->dir (parents too, 0700), deletes leftover temp files and
+ * evicts down to max_bytes. One cache_open per dir at a time: -EBUSY while another (any
+ * process) holds it. -EINVAL for a NULL or empty dir. */
 int cache_open(const struct cache_config *cfg, struct cache **out);
+/* No other call on c may be in progress. NULL is a no-op. */
 void cache_close(struct cache *c);
 
 /* Fills fd (a temp file the cache created, opened O_RDWR, offset 0) with the blob.
- * Returns 0 or -errno; on failure the cache discards the temp file. */
+ * Returns 0 or -errno; on failure the cache discards the temp file. Return 0 only once the
+ * whole blob is written: the file's size at that point is what gets cached (a positive
+ * return is treated as -EIO). */
 typedef int (*cache_fill_fn)(int fd, void *arg);
 
 /* Returns a read-only fd on the blob of (id, version) and its size, marking it most
@@ -32,28 +38,35 @@ typedef int (*cache_fill_fn)(int fd, void *arg);
  * (id, version) at once (the others wait and share the result); the filled temp file is
  * fsync'd and renamed into place, evicting least-recently-used blobs first so the total
  * never exceeds max_bytes. A blob larger than max_bytes is still returned (from an
- * unlinked temp file) but not kept. The caller closes *fd_out. */
+ * unlinked temp file) but not kept. The caller closes *fd_out; size_out may be NULL.
+ * Waiters get the filler's error, or their own independent fd. */
 int cache_get(struct cache *c, const char *id, int64_t version, cache_fill_fn fill, void *arg,
 	      int *fd_out, uint64_t *size_out);
 
-/* Like cache_get without fill: -ENOENT on a miss. */
+/* Like cache_get without fill: -ENOENT on a miss (also while a fill is in progress). */
 int cache_lookup(struct cache *c, const char *id, int64_t version, int *fd_out,
 		 uint64_t *size_out);
 
 /* Makes a private staging file in the cache's tmp directory (same filesystem as the
- * entries) for data the caller writes (e.g. a file being uploaded). *path_out is malloc'd. */
+ * entries) for data the caller writes (e.g. a file being uploaded). *path_out is malloc'd.
+ * A staged file never adopted may be unlinked by the caller; the next cache_open deletes it. */
 int cache_stage_open(struct cache *c, int *fd_out, char **path_out);
 
 /* Moves a staged file into the cache as (id, version) (rename, no copy). Takes ownership of
- * the staged file even on failure (it is removed then). Evicts as cache_get does. */
+ * the staged file even on failure (it is removed then). Evicts as cache_get does; a file
+ * larger than max_bytes is removed and 0 returned. staged_path must be a path returned by
+ * cache_stage_open: anything else gets -EINVAL and is left untouched. */
 int cache_adopt(struct cache *c, const char *id, int64_t version, const char *staged_path);
 
-/* Removes every version of id. Open fds keep working. */
+/* Removes every version of id (0 even if none was cached). Open fds keep working; a fill
+ * of id in progress still serves its callers but is not kept. */
 int cache_remove(struct cache *c, const char *id);
 
 struct cache_stats {
 	uint64_t bytes;   /* committed bytes */
 	uint64_t entries;
+	/* misses include callers that waited on another's fill; fills counts fill calls;
+	 * evictions counts blobs dropped for the cap (not cache_remove). */
 	uint64_t hits, misses, fills, evictions;
 };
 void cache_stats_get(struct cache *c, struct cache_stats *out);
