@@ -53,7 +53,7 @@ struct api_config {
 	int max_attempts;          /* attempts per idempotent request, 0 = default 5 */
 	long retry_budget_ms;      /* total time spent retrying one call, 0 = default 30000 */
 	double rate_per_sec;       /* client-side token bucket; 0 = default (1200/300 s = 4/s) , <0 = off */
-	int rate_burst;            /* bucket size; 0 = default 100 */
+	int rate_burst;            /* bucket size; 0 = default 200 */
 	int verbose;               /* libcurl trace to stderr with secrets redacted */
 	const char *user_agent;    /* optional */
 };
@@ -189,7 +189,7 @@ int api_variant_delete(struct api_client *c, const char *id, struct api_err *err
 /* ---- errors ------------------------------------------------------------------ */
 
 /* The one table that maps an API failure to an errno (always returns a positive errno):
- *   curl timeout -> ETIMEDOUT; other curl/transport failure -> EIO (EAGAIN if retried out);
+ *   curl timeout -> ETIMEDOUT; other curl/transport failure -> EIO (also after retries);
  *   9106/6003/10000, 401/403 -> EACCES; 404, 5404, 5401, 7003 -> ENOENT;
  *   5409, 409 -> EEXIST; 5413, 413 -> EFBIG; 5455/5415, 400, 5400 -> EINVAL;
  *   971, 429, 502/503/504 after retries -> EAGAIN; 5453 -> ENOSPC; anything else -> EIO. */

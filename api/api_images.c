@@ -1,0 +1,439 @@
+/*
+ * api_images.c - image endpoints: v2/v1 listing, details, upload, edit, delete, blob.
+ *
+ * Listing holds one page at a time: a page is parsed, every image is handed to the
+ * callback (borrowed), and the document is freed before the next page is fetched. The
+ * continuation token must change from page to page and runs of empty pages are bounded,
+ * so a confused server cannot keep the client looping.
+ */
+#include "api_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define V2_MAX_PER_PAGE 10000
+#define SNIFF_BYTES 512
+
+static int id_ok(const char *id, struct api_err *err)
+{
+	if (!id || !*id)
+		return api_fail(err, EINVAL, "empty image id");
+	return 0;
+}
+
+/* ---- listing -------------------------------------------------------------------- */
+
+struct list_cb_ctx {
+	api_image_cb cb;
+	void *arg;
+	int stopped; /* the user callback returned non-zero */
+};
+
+static int list_cb(const struct api_image *img, void *arg)
+{
+	struct list_cb_ctx *lc = arg;
+	int rc = lc->cb ? lc->cb(img, lc->arg) : 0;
+	if (rc)
+		lc->stopped = 1;
+	return rc;
+}
+
+static char *v2_url(struct api_client *c, int per_page, const struct api_list_opts *opts,
+		    const char *token)
+{
+	struct api_buf b = {0};
+	int rc = api_buf_adds(&b, c->images_url);
+	if (!rc)
+		rc = api_buf_printf(&b, "/v2?per_page=%d", per_page);
+	if (!rc && opts && opts->sort_asc)
+		rc = api_buf_adds(&b, "&sort_order=asc");
+	if (!rc && opts && opts->creator) {
+		rc = api_buf_adds(&b, "&creator=");
+		if (!rc)
+			rc = api_buf_add_escaped(&b, opts->creator);
+	}
+	if (!rc && token[0]) {
+		rc = api_buf_adds(&b, "&continuation_token=");
+		if (!rc)
+			rc = api_buf_add_escaped(&b, token);
+	}
+	if (rc) {
+		api_buf_release(&b);
+		return NULL;
+	}
+	return api_buf_steal(&b);
+}
+
+/* Fetches one page and feeds it to the callback. *n = images on it; next = its token. */
+static int list_page(struct api_client *c, const char *url, size_t max_json, struct list_cb_ctx *lc,
+		     size_t *n, char *next, size_t nextlen, int *requests, struct api_err *err)
+{
+	struct api_req r;
+	struct json_object *root, *result;
+	api_req_init(&r, "GET", url, API_IDEMPOTENT);
+	r.max_json = max_json;
+	int rc = api_http_json(c, &r, &root, &result, err);
+	*requests += r.attempts;
+	if (!rc) {
+		rc = api_parse_list_page(result, list_cb, lc, n, next, nextlen, err->message,
+					 sizeof(err->message));
+		if (rc && !lc->stopped)
+			err->http_status = r.status;
+	}
+	json_object_put(root);
+	api_req_release(&r);
+	return rc;
+}
+
+static int list_v2_loop(struct api_client *c, const struct api_list_opts *opts,
+			struct list_cb_ctx *lc, int *nreq, struct api_err *err)
+{
+	int per_page = opts && opts->per_page > 0 ? opts->per_page : V2_MAX_PER_PAGE;
+	int max_pages = opts && opts->max_pages > 0 ? opts->max_pages : 0;
+	char *token = calloc(2, API_MAX_TOKEN_LEN + 1);
+	char *next = token ? token + API_MAX_TOKEN_LEN + 1 : NULL;
+	int rc = 0, pages = 0, empty_run = 0;
+
+	if (!token)
+		return api_fail(err, ENOMEM, "out of memory");
+	for (;;) {
+		size_t n = 0;
+		char *url = v2_url(c, per_page, opts, token);
+		if (!url) {
+			rc = api_fail(err, ENOMEM, "out of memory");
+			break;
+		}
+		rc = list_page(c, url, API_MAX_JSON_BYTES, lc, &n, next, API_MAX_TOKEN_LEN + 1,
+			       nreq, err);
+		free(url);
+		if (rc || !next[0] || (max_pages && ++pages >= max_pages))
+			break;
+		if (strcmp(next, token) == 0) {
+			rc = api_fail(err, EIO, "list: continuation token did not advance");
+			break;
+		}
+		empty_run = n ? 0 : empty_run + 1;
+		if (empty_run > API_MAX_EMPTY_PAGES) {
+			rc = api_fail(err, EIO, "list: too many empty pages in a row");
+			break;
+		}
+		memcpy(token, next, strlen(next) + 1);
+	}
+	free(token);
+	return rc;
+}
+
+int api_images_list(struct api_client *c, const struct api_list_opts *opts, api_image_cb cb,
+		    void *arg, int *requests, struct api_err *err)
+{
+	struct api_err local;
+	struct list_cb_ctx lc = {.cb = cb, .arg = arg};
+	int nreq = 0;
+	if (!err)
+		err = &local;
+	memset(err, 0, sizeof(*err));
+	int rc = list_v2_loop(c, opts, &lc, &nreq, err);
+	if (requests)
+		*requests = nreq;
+	if (!rc || lc.stopped)
+		memset(err, 0, sizeof(*err));
+	return rc;
+}
+
+int api_images_list_v1(struct api_client *c, int page, int per_page, const char *creator,
+		       api_image_cb cb, void *arg, size_t *n_out, struct api_err *err)
+{
+	struct api_err local;
+	struct list_cb_ctx lc = {.cb = cb, .arg = arg};
+	struct api_buf b = {0};
+	size_t n = 0;
+	int nreq = 0;
+	if (!err)
+		err = &local;
+	if (page < 1)
+		return api_fail(err, EINVAL, "v1 list: page must be >= 1");
+	int rc = api_buf_adds(&b, c->images_url);
+	if (!rc)
+		rc = api_buf_printf(&b, "/v1?page=%d", page);
+	if (!rc && per_page > 0)
+		rc = api_buf_printf(&b, "&per_page=%d", per_page);
+	if (!rc && creator && !(rc = api_buf_adds(&b, "&creator=")))
+		rc = api_buf_add_escaped(&b, creator);
+	if (rc) {
+		api_buf_release(&b);
+		return api_fail(err, ENOMEM, "out of memory");
+	}
+	memset(err, 0, sizeof(*err));
+	rc = list_page(c, b.data, API_MAX_JSON_BYTES, &lc, &n, NULL, 0, &nreq, err);
+	api_buf_release(&b);
+	if (!rc || lc.stopped)
+		memset(err, 0, sizeof(*err));
+	if (!rc && n_out)
+		*n_out = n;
+	return rc;
+}
+
+/* ---- single image ------------------------------------------------------------------ */
+
+/* Runs r and parses result as an image into out. */
+static int image_call(struct api_client *c, struct api_req *r, struct api_image *out,
+		      struct api_err *err)
+{
+	struct json_object *root, *result;
+	int rc = api_http_json(c, r, &root, &result, err);
+	if (!rc) {
+		rc = api_parse_image(result, out, err->message, sizeof(err->message));
+		if (rc)
+			err->http_status = r->status;
+	}
+	json_object_put(root);
+	return rc;
+}
+
+int api_image_get(struct api_client *c, const char *id, struct api_image *out, struct api_err *err)
+{
+	struct api_err local;
+	struct api_req r;
+	if (!err)
+		err = &local;
+	memset(out, 0, sizeof(*out));
+	if (id_ok(id, err))
+		return -EINVAL;
+	char *url = api_url(c, "/v1/", id, NULL);
+	if (!url)
+		return api_fail(err, ENOMEM, "out of memory");
+	api_req_init(&r, "GET", url, API_IDEMPOTENT);
+	int rc = image_call(c, &r, out, err);
+	api_req_release(&r);
+	free(url);
+	return rc;
+}
+
+static int add_upload_fields(struct api_mp *mp, const struct api_upload *up)
+{
+	int rc = 0;
+	if (up->id)
+		rc = api_mp_add_text(mp, "id", up->id);
+	if (!rc && up->metadata_json)
+		rc = api_mp_add_text(mp, "metadata", up->metadata_json);
+	if (!rc && up->require_signed_urls >= 0)
+		rc = api_mp_add_text(mp, "requireSignedURLs",
+				     up->require_signed_urls ? "true" : "false");
+	if (!rc && up->creator)
+		rc = api_mp_add_text(mp, "creator", up->creator);
+	if (!rc && up->url)
+		rc = api_mp_add_text(mp, "url", up->url);
+	return rc;
+}
+
+static int add_upload_file(struct api_mp *mp, const struct api_upload *up, struct api_err *err)
+{
+	struct stat st;
+	unsigned char head[SNIFF_BYTES];
+	if (fstat(up->fd, &st) != 0)
+		return api_fail(err, errno, "cannot stat upload fd: %s", strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return api_fail(err, EINVAL, "upload fd is not a regular file");
+	ssize_t n = pread(up->fd, head, sizeof(head), 0);
+	if (n < 0)
+		return api_fail(err, errno, "cannot read upload fd: %s", strerror(errno));
+	const char *ct = api_sniff_content_type(head, (size_t)n);
+	int rc = api_mp_add_file(mp, "file", up->filename ? up->filename : "file", ct, up->fd,
+				 (uint64_t)st.st_size);
+	return rc ? api_fail(err, -rc, "cannot encode upload") : 0;
+}
+
+static int build_upload(struct api_mp *mp, const struct api_upload *up, struct api_err *err)
+{
+	int rc = api_mp_init(mp, NULL);
+	if (rc)
+		return api_fail(err, -rc, "cannot start multipart body");
+	rc = add_upload_fields(mp, up);
+	if (rc)
+		return api_fail(err, -rc, "cannot encode upload fields");
+	if (up->fd >= 0 && (rc = add_upload_file(mp, up, err)))
+		return rc;
+	rc = api_mp_finish(mp);
+	return rc ? api_fail(err, -rc, "cannot encode upload") : 0;
+}
+
+static int same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* After "already exists" on a retry whose earlier attempt may have landed: fetch the image
+ * and accept it if it is the one we sent (same filename/creator/privacy). */
+static int recover_upload(struct api_client *c, const struct api_upload *up, struct api_image *out,
+			  struct api_err *err)
+{
+	struct api_err orig = *err, gerr;
+	struct api_image img;
+	if (api_image_get(c, up->id, &img, &gerr) != 0) {
+		*err = orig;
+		return -EEXIST;
+	}
+	const char *fname = up->fd >= 0 ? (up->filename ? up->filename : "file") : NULL;
+	int match =
+	    same_str(up->creator, img.creator) && (!fname || same_str(fname, img.filename)) &&
+	    (up->require_signed_urls < 0 || !up->require_signed_urls == !img.require_signed_urls);
+	if (!match) {
+		api_image_release(&img);
+		*err = orig;
+		return -EEXIST;
+	}
+	*out = img;
+	memset(err, 0, sizeof(*err));
+	err->attempts = orig.attempts;
+	return 0;
+}
+
+int api_image_upload(struct api_client *c, const struct api_upload *up, struct api_image *out,
+		     struct api_err *err)
+{
+	struct api_err local;
+	struct api_mp mp;
+	struct api_req r;
+	if (!err)
+		err = &local;
+	memset(out, 0, sizeof(*out));
+	if (!up || (up->fd >= 0) == (up->url != NULL))
+		return api_fail(err, EINVAL, "upload needs exactly one of fd and url");
+	int rc = build_upload(&mp, up, err);
+	char *url = rc ? NULL : api_url(c, "/v1", NULL, NULL);
+	if (!rc && !url)
+		rc = api_fail(err, ENOMEM, "out of memory");
+	if (!rc) {
+		api_req_init(&r, "POST", url, up->id ? API_CREATE_WITH_ID : API_CREATE_ANON);
+		r.mp = &mp;
+		rc = image_call(c, &r, out, err);
+		if (rc == -EEXIST && r.outcome_unknown && up->id)
+			rc = recover_upload(c, up, out, err);
+		api_req_release(&r);
+	}
+	free(url);
+	api_mp_release(&mp);
+	return rc;
+}
+
+/* {"metadata":{...},"creator":"...","requireSignedURLs":true} with only the set fields. */
+static char *patch_body(const struct api_image_patch *p, struct api_err *err, int *rc)
+{
+	struct json_object *o = json_object_new_object(), *meta = NULL;
+	char msg[128];
+	char *s = NULL;
+	*rc = o ? 0 : api_fail(err, ENOMEM, "out of memory");
+	if (!*rc && p->metadata_json) {
+		if (api_json_parse(p->metadata_json, strlen(p->metadata_json), &meta, msg,
+				   sizeof(msg)) ||
+		    !json_object_is_type(meta, json_type_object)) {
+			json_object_put(meta);
+			*rc = api_fail(err, EINVAL, "metadata is not a JSON object");
+		} else {
+			json_object_object_add(o, "metadata", meta);
+		}
+	}
+	if (!*rc && p->creator)
+		json_object_object_add(o, "creator", json_object_new_string(p->creator));
+	if (!*rc && p->require_signed_urls >= 0)
+		json_object_object_add(o, "requireSignedURLs",
+				       json_object_new_boolean(p->require_signed_urls != 0));
+	if (!*rc) {
+		const char *t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+		s = t ? strdup(t) : NULL;
+		if (!s)
+			*rc = api_fail(err, ENOMEM, "out of memory");
+	}
+	json_object_put(o);
+	return s;
+}
+
+int api_image_edit(struct api_client *c, const char *id, const struct api_image_patch *p,
+		   struct api_image *out, struct api_err *err)
+{
+	struct api_err local;
+	struct api_req r;
+	int rc;
+	if (!err)
+		err = &local;
+	memset(out, 0, sizeof(*out));
+	if (id_ok(id, err))
+		return -EINVAL;
+	if (!p)
+		return api_fail(err, EINVAL, "no patch given");
+	char *body = patch_body(p, err, &rc);
+	if (rc)
+		return rc;
+	char *url = api_url(c, "/v1/", id, NULL);
+	if (!url) {
+		free(body);
+		return api_fail(err, ENOMEM, "out of memory");
+	}
+	api_req_init(&r, "PATCH", url, API_IDEMPOTENT);
+	r.json_body = body;
+	rc = image_call(c, &r, out, err);
+	api_req_release(&r);
+	free(url);
+	free(body);
+	return rc;
+}
+
+int api_image_delete(struct api_client *c, const char *id, struct api_err *err)
+{
+	struct api_err local;
+	struct api_req r;
+	struct json_object *root, *result;
+	if (!err)
+		err = &local;
+	if (id_ok(id, err))
+		return -EINVAL;
+	char *url = api_url(c, "/v1/", id, NULL);
+	if (!url)
+		return api_fail(err, ENOMEM, "out of memory");
+	api_req_init(&r, "DELETE", url, API_IDEMPOTENT);
+	int rc = api_http_json(c, &r, &root, &result, err);
+	json_object_put(root);
+	/* Gone on a retry after an attempt that may have deleted it: that attempt did. */
+	if (rc == -ENOENT && r.outcome_unknown) {
+		int attempts = err->attempts;
+		memset(err, 0, sizeof(*err));
+		err->attempts = attempts;
+		rc = 0;
+	}
+	api_req_release(&r);
+	free(url);
+	return rc;
+}
+
+int api_image_blob(struct api_client *c, const char *id, int fd, uint64_t max_bytes,
+		   uint64_t *size_out, char *content_type, size_t ct_len, struct api_err *err)
+{
+	struct api_err local;
+	struct api_req r;
+	if (!err)
+		err = &local;
+	if (id_ok(id, err))
+		return -EINVAL;
+	if (fd < 0)
+		return api_fail(err, EBADF, "blob: bad fd");
+	char *url = api_url(c, "/v1/", id, "/blob");
+	if (!url)
+		return api_fail(err, ENOMEM, "out of memory");
+	api_req_init(&r, "GET", url, API_IDEMPOTENT);
+	r.sink_fd = fd;
+	r.max_bytes = max_bytes ? max_bytes : (uint64_t)API_MAX_IMAGE_BYTES + API_BLOB_SLACK;
+	int rc = api_http_do(c, &r, err);
+	if (!rc) {
+		if (size_out)
+			*size_out = r.written;
+		if (content_type && ct_len)
+			api_strlcpy(content_type, r.content_type, ct_len);
+	}
+	api_req_release(&r);
+	free(url);
+	return rc;
+}

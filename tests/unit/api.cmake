@@ -1,0 +1,8 @@
+# Unit tests of the API client (tests/unit/test_api.c): pure pieces (errno table, parsing,
+# multipart encoder, retry policy, rate limiter) and the HTTP layer against a scripted
+# loopback server (fake_http.c) for retries, caps and failure paths.
+add_executable(test_api ${CMAKE_CURRENT_LIST_DIR}/test_api.c ${CMAKE_CURRENT_LIST_DIR}/test_api_http.c
+                        ${CMAKE_CURRENT_LIST_DIR}/fake_http.c)
+target_link_libraries(test_api PRIVATE imagesfs_api PkgConfig::CHECK)
+add_test(NAME unit_api COMMAND test_api)
+set_tests_properties(unit_api PROPERTIES TIMEOUT 300 LABELS unit)
