@@ -1,0 +1,287 @@
+/*
+ * fs.h - internals of mount.imagesfs (libfuse3 low-level API).
+ *
+ * One struct fs_ctx is built in main() and passed to fuse_session_new() as userdata; every
+ * callback reaches it through fuse_req_userdata(). It owns the inode table (fs_node.c), the
+ * API client and the blob cache.
+ *
+ * Locking. fs->lock (a mutex) guards the whole inode table: every struct fs_node field, the
+ * hash tables, the listing state and the variant-URL pattern. It is held only for memory
+ * work, never across a network call or disk I/O. A struct fs_wstate (the staging state of a
+ * file being written) has its own mutex, taken around writes and uploads; the order is
+ * always w->lock before fs->lock.
+ *
+ * Node lifetime. A node is "linked" while it has a name in the table. The kernel holds
+ * `nlookup` references (lookup/readdirplus/create/mkdir replies, released by forget) and open
+ * handles hold `nopen`. A node is freed when it is unlinked and both counts are zero, so an
+ * inode number the kernel still knows always resolves.
+ */
+#ifndef IMAGESFS_FS_H
+#define IMAGESFS_FS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "api.h"
+#include "cache.h"
+
+/* Fixed inodes. */
+#define FS_INO_ROOT 1
+#define FS_INO_IMAGES 2
+#define FS_INO_VARIANTS 3
+#define FS_INO_KEYS 4
+#define FS_INO_STATS 5
+
+#define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
+#define FS_NEG_TIMEOUT 1.0           /* seconds a negative lookup is cached by the kernel */
+#define FS_STATS_TTL_MS 5000         /* statfs answers reuse api_stats_get this long */
+
+enum fs_kind {
+	FS_K_ROOT,
+	FS_K_DIR, /* images/ itself and every sub-directory below it */
+	FS_K_IMG,
+	FS_K_VARDIR,
+	FS_K_VAR,
+	FS_K_KEYDIR,
+	FS_K_KEY,
+	FS_K_STATS,
+};
+
+/* Node flags. */
+#define FS_NF_LINKED 0x0001     /* has a name in the table */
+#define FS_NF_PENDING 0x0002    /* created here, not uploaded (images) / not created (variants) */
+#define FS_NF_SIZE 0x0004       /* size is exact */
+#define FS_NF_RSU 0x0008        /* requireSignedURLs */
+#define FS_NF_NOFILENAME 0x0010 /* the image has no filename at all */
+#define FS_NF_VARRAW 0x0020     /* variant URLs differ from the account pattern: see extra */
+#define FS_NF_LOCALDIR 0x0040   /* directory made here (mkdir, or emptied by our own ops) */
+#define FS_NF_INVAL 0x0080      /* content changed: next open drops the kernel page cache */
+
+struct fs_wstate;
+
+/* Per-image data that most images do not have; NULL when all members would be NULL. */
+struct fs_img_extra {
+	char *meta;         /* compact JSON object text, NULL = none */
+	char *creator;      /* NULL = none */
+	char *filename;     /* NULL = basename (or none, see FS_NF_NOFILENAME) */
+	char *variants_raw; /* "url\n"..., only with FS_NF_VARRAW */
+	struct fs_wstate *w; /* staging state while being written; not owned (see fs_upload.c) */
+};
+
+struct fs_node {
+	fuse_ino_t ino;
+	struct fs_node *parent;
+	struct fs_node *next, *prev; /* siblings */
+	struct fs_node *ino_next;    /* chain in the inode hash */
+	struct fs_node *name_next;   /* chain in the (parent, name) hash */
+	union {
+		struct fs_node *first_child; /* directories */
+		struct fs_img_extra *img;    /* FS_K_IMG */
+		char *doc;                   /* FS_K_VAR: document; FS_K_KEY: value + "\n" */
+	} u;
+	uint64_t nlookup;
+	int64_t uploaded_ms; /* images: version; also mtime */
+	uint64_t size;
+	uint32_t gen; /* listing generation that last saw this node */
+	uint32_t nopen;
+	uint16_t flags;
+	uint8_t kind;
+	char name[]; /* NUL-terminated basename */
+};
+
+struct fs_config {
+	char *account;
+	char *mountpoint;
+	char *api_url;
+	char *cache_dir;
+	char *cache_size;
+	char *credentials;
+	char *ca_file;
+	char *rate_limit;
+	char *umask_str;
+	int dir_ttl;
+	int ro;
+	int allow_other;
+	int uid, gid; /* -1 = mounting user */
+	int foreground;
+	int debug;
+};
+
+struct fs_listing {
+	int64_t fresh_ms; /* monotonic ms of the last successful listing, 0 = never */
+	int busy;         /* a listing is in flight; others wait on fs->list_cond */
+	uint32_t gen;
+};
+
+struct fs_ctx {
+	struct fs_config cfg;
+	struct api_client *api;
+	struct cache *cache;
+	struct fuse_session *se;
+	mode_t umask;
+	uid_t uid;
+	gid_t gid;
+	double ttl; /* dir_ttl as double, for fuse_entry_param */
+	int64_t mount_ms;
+
+	pthread_mutex_t lock;
+	pthread_cond_t list_cond; /* signalled when a listing finishes */
+	/* Everything below is guarded by lock. */
+	struct fs_node **ino_tab;
+	size_t ino_buckets, ino_count;
+	struct fs_node **name_tab;
+	size_t name_buckets, name_count;
+	fuse_ino_t next_ino;
+	struct fs_node *fixed[6];
+	struct fs_listing images, variants, keys;
+	struct fs_tomb *tombs; /* ids deleted while an images listing is in flight */
+	uint64_t n_images;
+	char *var_base;     /* "https://imagedelivery.net/<hash>/" learned from the listing */
+	char **var_names;   /* variant names of the account-wide URL pattern */
+	size_t n_var_names;
+	uint32_t var_gen;   /* images.gen when the pattern was learned */
+	int64_t statfs_ms;  /* monotonic ms of the cached stats */
+	struct api_stats statfs_cache;
+	uint32_t skipped_ids; /* listed ids that cannot be shown as paths */
+};
+
+struct fs_tomb {
+	struct fs_tomb *next;
+	char id[];
+};
+
+/* Per-open state, stored in fi->fh. */
+enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR };
+
+struct fs_fh {
+	int kind;
+	int writable;
+	struct fs_node *node;  /* kept alive by nopen */
+	int fd;                /* FS_FH_BLOB: read-only cache fd, -1 = empty file */
+	struct fs_wstate *w;   /* FS_FH_STAGED */
+	char *buf;             /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
+	size_t len, cap;
+	int dirty, is_new;
+};
+
+/* ---- fs_log.c ---------------------------------------------------------------- */
+enum { FS_LOG_ERR, FS_LOG_WARN, FS_LOG_INFO, FS_LOG_DEBUG };
+void fs_log_init(int use_syslog, int debug);
+void fs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int fs_log_debug_enabled(void);
+/* One line "imagesfs: cannot OP 'PATH': <api error>" and returns the mapped -errno. */
+int fs_log_api(const char *op, const char *path, int rc, const struct api_err *err);
+
+/* ---- fs_node.c: inode table (all _locked functions need fs->lock) ------------ */
+int fs_table_init(struct fs_ctx *fs);
+void fs_table_free(struct fs_ctx *fs);
+struct fs_node *fs_node_get_locked(struct fs_ctx *fs, fuse_ino_t ino);
+struct fs_node *fs_node_child_locked(struct fs_ctx *fs, struct fs_node *dir, const char *name);
+/* Creates and links a node; NULL on allocation failure. */
+struct fs_node *fs_node_new_locked(struct fs_ctx *fs, struct fs_node *dir, const char *name,
+				   int kind);
+/* Removes the name; frees the node too if nothing references it. */
+void fs_node_unlink_locked(struct fs_ctx *fs, struct fs_node *n);
+/* Moves n to (dir, name); returns the node that now carries n's inode (n may be freed), or
+ * NULL on allocation failure (n unchanged). Requires n->nopen == 0 and no children. */
+struct fs_node *fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *dir,
+				    const char *name);
+void fs_node_forget_locked(struct fs_ctx *fs, struct fs_node *n, uint64_t nlookup);
+void fs_node_release_open_locked(struct fs_ctx *fs, struct fs_node *n);
+/* Frees n if it is unlinked and unreferenced. */
+void fs_node_maybe_free_locked(struct fs_ctx *fs, struct fs_node *n);
+struct fs_img_extra *fs_node_extra_locked(struct fs_node *n); /* allocates when missing */
+void fs_node_extra_trim_locked(struct fs_node *n);            /* frees an all-NULL extra */
+/* malloc'd image id ("album/a.jpg") of a node below images/, NULL on ENOMEM. */
+char *fs_node_id_locked(struct fs_ctx *fs, struct fs_node *n);
+/* malloc'd mount-relative path ("images/album/a.jpg") for log lines. */
+char *fs_node_path_locked(struct fs_ctx *fs, struct fs_node *n);
+int fs_node_in_images(const struct fs_node *n);
+void fs_node_attr_locked(struct fs_ctx *fs, const struct fs_node *n, struct stat *st);
+double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
+/* Fills e for a reply and counts one lookup. */
+void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entry_param *e);
+int fs_name_valid(const char *name);
+
+/* ---- fs_list.c: the images listing ------------------------------------------ */
+int64_t fs_now_ms(void); /* monotonic */
+int fs_listing_stale_locked(struct fs_ctx *fs, const struct fs_listing *l);
+int fs_images_refresh(struct fs_ctx *fs, int force);
+/* Applies an API image to the table (creating nodes for its path). Returns the image node,
+ * or NULL when the id cannot be shown as a path. */
+struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image *img);
+/* Updates an image node's attributes from an API answer (not its name). */
+void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_image *img);
+void fs_tomb_add_locked(struct fs_ctx *fs, const char *id);
+/* user.variants text (malloc'd) */
+char *fs_img_variants_locked(struct fs_ctx *fs, struct fs_node *n);
+void fs_var_names_add_locked(struct fs_ctx *fs, const char *name);
+void fs_var_names_del_locked(struct fs_ctx *fs, const char *name);
+void fs_var_free_locked(struct fs_ctx *fs);
+
+/* ---- fs_images.c: lookup and reading ----------------------------------------- */
+void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name);
+void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi);
+void fs_img_read(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off);
+/* Gets a read-only fd on the blob of (id, version) through the cache (downloading once). */
+int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *path, int *fd,
+	       uint64_t *size);
+int fs_img_mkdir(struct fs_ctx *fs, struct fs_node *dir, const char *name,
+		 struct fuse_entry_param *e);
+int fs_img_rmdir(struct fs_ctx *fs, struct fs_node *dir, const char *name);
+int fs_img_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name);
+
+/* ---- fs_upload.c: creating, writing, uploading, replacing, renaming ---------- */
+void fs_img_create(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name,
+		   struct fuse_file_info *fi);
+/* Opens n for writing (O_TRUNC required for uploaded images). */
+int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi,
+		      struct fs_fh **out);
+int fs_img_open_staged(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out);
+ssize_t fs_img_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size,
+		     off_t off);
+int fs_img_truncate(struct fs_ctx *fs, struct fs_fh *fh, off_t size);
+int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssize_t *got);
+int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh);
+void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh);
+int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname,
+		  struct fs_node *ndir, const char *nname, unsigned int flags);
+struct fs_attrs {
+	char *meta, *creator, *filename;
+	int rsu;
+};
+void fs_attrs_release(struct fs_attrs *a);
+int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a);
+
+/* ---- fs_xattr.c ---------------------------------------------------------------- */
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags);
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len);
+
+/* ---- fs_special.c: variants/, keys/, stats, statfs ----------------------------- */
+int fs_variants_refresh(struct fs_ctx *fs, int force);
+int fs_keys_refresh(struct fs_ctx *fs, int force);
+int fs_special_lookup(struct fs_ctx *fs, struct fs_node *dir, const char *name,
+		      struct fuse_entry_param *e);
+int fs_special_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_fh **out);
+int fs_special_create(struct fs_ctx *fs, struct fs_node *dir, const char *name,
+		      struct fuse_entry_param *e, struct fs_fh **out);
+ssize_t fs_special_write(struct fs_fh *fh, const char *buf, size_t size, off_t off);
+int fs_special_truncate(struct fs_fh *fh, off_t size);
+int fs_special_flush(struct fs_ctx *fs, struct fs_fh *fh);
+void fs_special_release(struct fs_ctx *fs, struct fs_fh *fh);
+int fs_special_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name);
+void fs_op_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* ---- fs_ops.c ------------------------------------------------------------------ */
+extern const struct fuse_lowlevel_ops fs_ops;
+void fs_fh_free(struct fs_fh *fh);
+
+#endif

@@ -1,0 +1,392 @@
+/*
+ * fs_images.c - images/: lookup, reading, mkdir, rmdir, unlink.
+ *
+ * Lookup answers from the table while the listing is fresh (no network). A miss while it
+ * is stale costs one GET of that id, so images added elsewhere appear without a full
+ * listing; before the first listing a lookup runs the listing itself (it also reveals
+ * directories, which a GET cannot). Negative answers are cached by the kernel for
+ * FS_NEG_TIMEOUT.
+ *
+ * Reading goes through the blob cache: the first open of a version downloads it once (the
+ * cache single-flights concurrent opens), later opens and remounts read the local copy.
+ * Content per (id, uploaded) never changes, so the kernel page cache is kept across opens.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void reply_negative(fuse_req_t req)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.entry_timeout = FS_NEG_TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static char *child_id(const char *dir_id, const char *name)
+{
+	size_t dl = strlen(dir_id), nl = strlen(name);
+	char *s = malloc(dl + nl + 2);
+	if (!s)
+		return NULL;
+	if (dl) {
+		memcpy(s, dir_id, dl);
+		s[dl++] = '/';
+	}
+	memcpy(s + dl, name, nl + 1);
+	return s;
+}
+
+/* Answers from the table; returns 1 when replied. */
+static int lookup_table(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name)
+{
+	struct fuse_entry_param e;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_child_locked(fs, dir, name);
+	if (n)
+		fs_node_entry_locked(fs, n, &e);
+	pthread_mutex_unlock(&fs->lock);
+	if (!n)
+		return 0;
+	fuse_reply_entry(req, &e);
+	return 1;
+}
+
+static void lookup_remote(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name,
+			  char *dir_id)
+{
+	struct api_image img;
+	struct api_err err;
+	struct fuse_entry_param e;
+	char *id = child_id(dir_id, name);
+	free(dir_id);
+	if (!id) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int rc = api_image_get(fs->api, id, &img, &err);
+	if (rc == -ENOENT) {
+		free(id);
+		reply_negative(req);
+		return;
+	}
+	if (rc < 0) {
+		char path[1100];
+		snprintf(path, sizeof(path), "images/%s", id);
+		free(id);
+		fuse_reply_err(req, -fs_log_api("look up", path, rc, &err));
+		return;
+	}
+	free(id);
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = img.draft ? NULL : fs_images_apply_locked(fs, &img);
+	if (n && n->parent == dir)
+		fs_node_entry_locked(fs, n, &e);
+	else
+		n = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	api_image_release(&img);
+	if (n)
+		fuse_reply_entry(req, &e);
+	else
+		reply_negative(req);
+}
+
+void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name)
+{
+	if (strlen(name) > 255) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	if (lookup_table(req, fs, dir, name))
+		return;
+	pthread_mutex_lock(&fs->lock);
+	int never = fs->images.fresh_ms == 0;
+	int stale = fs_listing_stale_locked(fs, &fs->images);
+	char *dir_id = stale && !never ? fs_node_id_locked(fs, dir) : NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (!stale || !fs_name_valid(name)) {
+		reply_negative(req);
+		return;
+	}
+	if (never) {
+		int rc = fs_images_refresh(fs, 0);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		if (!lookup_table(req, fs, dir, name))
+			reply_negative(req);
+		return;
+	}
+	if (!dir_id) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	lookup_remote(req, fs, dir, name, dir_id);
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+struct blob_fill {
+	struct fs_ctx *fs;
+	const char *id;
+	struct api_err err;
+	int called;
+};
+
+static int blob_fill_fn(int fd, void *arg)
+{
+	struct blob_fill *bf = arg;
+	uint64_t got = 0;
+	bf->called = 1;
+	return api_image_blob(bf->fs->api, bf->id, fd, 0, &got, NULL, 0, &bf->err);
+}
+
+int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *path, int *fd,
+	       uint64_t *size)
+{
+	struct blob_fill bf = {.fs = fs, .id = id};
+	int rc = cache_get(fs->cache, id, version, blob_fill_fn, &bf, fd, size);
+	if (rc < 0) {
+		if (bf.called)
+			fs_log_api("read", path, rc, &bf.err);
+		else
+			fs_log(FS_LOG_ERR, "cannot read '%s': cache: %s", path, strerror(-rc));
+	}
+	return rc;
+}
+
+/* An image the API says is gone leaves the table. */
+static void drop_gone(struct fs_ctx *fs, struct fs_node *n, int64_t version)
+{
+	pthread_mutex_lock(&fs->lock);
+	if ((n->flags & FS_NF_LINKED) && n->uploaded_ms == version && !(n->u.img && n->u.img->w)) {
+		struct fs_node *dir = n->parent;
+		fs_node_unlink_locked(fs, n);
+		if (!dir->u.first_child && dir->ino != FS_INO_IMAGES)
+			dir->flags |= FS_NF_LOCALDIR;
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void reply_open_fh(fuse_req_t req, struct fs_ctx *fs, struct fuse_file_info *fi,
+			  struct fs_fh *fh)
+{
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_open(req, fi) == -ENOENT) { /* interrupted: no release will come */
+		if (fh->kind == FS_FH_STAGED)
+			fs_img_release(fs, fh);
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, fh->node);
+		pthread_mutex_unlock(&fs->lock);
+		fs_fh_free(fh);
+	}
+}
+
+static int open_blob(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out, int *inval)
+{
+	int fd = -1;
+	uint64_t size = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	if (n->u.img && n->u.img->w) {
+		pthread_mutex_unlock(&fs->lock);
+		return fs_img_open_staged(fs, n, out);
+	}
+	int pending = (n->flags & FS_NF_PENDING) != 0;
+	int64_t version = n->uploaded_ms;
+	*inval = (n->flags & FS_NF_INVAL) != 0;
+	char *id = pending ? NULL : fs_node_id_locked(fs, n);
+	char *path = pending ? NULL : fs_node_path_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	if (!pending && (!id || !path)) {
+		free(id);
+		free(path);
+		return -ENOMEM;
+	}
+	if (!pending) {
+		int rc = fs_blob_fd(fs, id, version, path, &fd, &size);
+		free(id);
+		free(path);
+		if (rc == -ENOENT)
+			drop_gone(fs, n, version);
+		if (rc < 0)
+			return rc;
+	}
+	struct fs_fh *fh = calloc(1, sizeof(*fh));
+	if (!fh) {
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	fh->kind = FS_FH_BLOB;
+	fh->fd = fd;
+	fh->node = n;
+	pthread_mutex_lock(&fs->lock);
+	if (!pending && n->uploaded_ms == version) {
+		n->size = size;
+		n->flags |= FS_NF_SIZE;
+		n->flags &= ~FS_NF_INVAL;
+	}
+	n->nopen++;
+	pthread_mutex_unlock(&fs->lock);
+	*out = fh;
+	return 0;
+}
+
+void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi)
+{
+	struct fs_fh *fh = NULL;
+	int inval = 0, rc;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		rc = fs_img_open_write(fs, n, fi, &fh);
+	else
+		rc = open_blob(fs, n, &fh, &inval);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (fh->kind == FS_FH_STAGED) {
+		fi->direct_io = 1; /* bytes still changing: no page cache */
+	} else {
+		fi->keep_cache = !inval;
+	}
+	reply_open_fh(req, fs, fi, fh);
+}
+
+void fs_img_read(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off)
+{
+	if (fh->kind == FS_FH_STAGED) {
+		char *buf = malloc(size ? size : 1);
+		ssize_t got = 0;
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		int rc = fs_img_read_staged(fh, buf, size, off, &got);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			fuse_reply_buf(req, buf, (size_t)got);
+		free(buf);
+		return;
+	}
+	if (fh->fd < 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = fh->fd;
+	bv.buf[0].pos = off;
+	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+/* ---- directories and unlink ------------------------------------------------------ */
+
+int fs_img_mkdir(struct fs_ctx *fs, struct fs_node *dir, const char *name,
+		 struct fuse_entry_param *e)
+{
+	if (strlen(name) > 255)
+		return -ENAMETOOLONG;
+	if (!fs_name_valid(name))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->lock);
+	int rc = 0;
+	char *id = fs_node_id_locked(fs, dir);
+	struct fs_node *n;
+	if (!id)
+		rc = -ENOMEM;
+	else if (strlen(id) + strlen(name) + 3 > API_MAX_ID_LEN)
+		rc = -ENAMETOOLONG; /* no image id could live below it */
+	else if (fs_node_child_locked(fs, dir, name))
+		rc = -EEXIST;
+	else if (!(n = fs_node_new_locked(fs, dir, name, FS_K_DIR)))
+		rc = -ENOMEM;
+	else {
+		n->flags |= FS_NF_LOCALDIR;
+		n->gen = fs->images.gen;
+		fs_node_entry_locked(fs, n, e);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	free(id);
+	return rc;
+}
+
+int fs_img_rmdir(struct fs_ctx *fs, struct fs_node *dir, const char *name)
+{
+	int rc = 0;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_child_locked(fs, dir, name);
+	if (!n)
+		rc = -ENOENT;
+	else if (n->kind != FS_K_DIR)
+		rc = -ENOTDIR;
+	else if (n->u.first_child)
+		rc = -ENOTEMPTY;
+	else
+		fs_node_unlink_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/* Removes n from the table after a delete; keeps its now-empty parent as a local dir. */
+static void unlink_done_locked(struct fs_ctx *fs, struct fs_node *n, const char *id)
+{
+	struct fs_node *dir = n->parent;
+	if (id)
+		fs_tomb_add_locked(fs, id);
+	fs_node_unlink_locked(fs, n);
+	if (!dir->u.first_child && dir->ino != FS_INO_IMAGES)
+		dir->flags |= FS_NF_LOCALDIR;
+}
+
+int fs_img_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name)
+{
+	struct api_err err;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_child_locked(fs, dir, name);
+	int rc = 0;
+	if (!n)
+		rc = -ENOENT;
+	else if (n->kind != FS_K_IMG)
+		rc = -EISDIR;
+	else if (n->u.img && n->u.img->w)
+		rc = -EBUSY; /* being written: the upload at close would bring it back */
+	else if (n->flags & FS_NF_PENDING)
+		unlink_done_locked(fs, n, NULL), n = NULL;
+	if (rc < 0 || !n) {
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
+	}
+	char *id = fs_node_id_locked(fs, n);
+	char *path = fs_node_path_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	if (!id || !path) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = api_image_delete(fs->api, id, &err);
+	if (rc == -ENOENT)
+		rc = 0; /* already gone elsewhere: the name goes too */
+	if (rc < 0) {
+		fs_log_api("delete", path, rc, &err);
+		goto out;
+	}
+	cache_remove(fs->cache, id);
+	pthread_mutex_lock(&fs->lock);
+	if (fs_node_child_locked(fs, dir, name) == n)
+		unlink_done_locked(fs, n, id);
+	pthread_mutex_unlock(&fs->lock);
+out:
+	free(id);
+	free(path);
+	return rc;
+}

@@ -1,0 +1,372 @@
+/*
+ * fs_list.c - the images listing: one v2 pass builds or refreshes the table.
+ *
+ * Policy. The listing is trusted for dir_ttl seconds. A refresh walks every page
+ * (10,000 images per request) and applies each image to the table as it arrives, stamping
+ * it with the listing's generation; at the end, uploaded images the pass did not see are
+ * removed, as are sub-directories left empty (unless made or emptied here). Only one
+ * listing runs at a time: other threads that need one wait for it (fs->list_cond).
+ *
+ * Changes made through this mount update the table directly and stamp the current
+ * generation, so a listing in flight does not undo them; an image deleted here while a
+ * listing is in flight is remembered as a tombstone so a page fetched before the delete
+ * does not bring it back.
+ *
+ * Variant URLs. The list gives every image one delivery URL per variant. They almost always
+ * follow one account-wide pattern, base + id + "/" + name, so the pattern is kept once and
+ * an image stores its own list only when it differs.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t fs_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int fs_listing_stale_locked(struct fs_ctx *fs, const struct fs_listing *l)
+{
+	return l->fresh_ms == 0 || fs_now_ms() - l->fresh_ms >= (int64_t)fs->cfg.dir_ttl * 1000;
+}
+
+void fs_tomb_add_locked(struct fs_ctx *fs, const char *id)
+{
+	if (!fs->images.busy)
+		return;
+	size_t len = strlen(id);
+	struct fs_tomb *t = malloc(sizeof(*t) + len + 1);
+	if (!t)
+		return;
+	memcpy(t->id, id, len + 1);
+	t->next = fs->tombs;
+	fs->tombs = t;
+}
+
+static int tomb_has_locked(struct fs_ctx *fs, const char *id)
+{
+	for (struct fs_tomb *t = fs->tombs; t; t = t->next)
+		if (strcmp(t->id, id) == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- variant URL pattern -------------------------------------------------------- */
+
+void fs_var_free_locked(struct fs_ctx *fs)
+{
+	for (size_t i = 0; i < fs->n_var_names; i++)
+		free(fs->var_names[i]);
+	free(fs->var_names);
+	free(fs->var_base);
+	fs->var_names = NULL;
+	fs->var_base = NULL;
+	fs->n_var_names = 0;
+}
+
+void fs_var_names_add_locked(struct fs_ctx *fs, const char *name)
+{
+	if (!fs->var_base)
+		return;
+	for (size_t i = 0; i < fs->n_var_names; i++)
+		if (strcmp(fs->var_names[i], name) == 0)
+			return;
+	char **v = realloc(fs->var_names, (fs->n_var_names + 1) * sizeof(*v));
+	if (!v)
+		return;
+	fs->var_names = v;
+	if ((v[fs->n_var_names] = strdup(name)))
+		fs->n_var_names++;
+}
+
+void fs_var_names_del_locked(struct fs_ctx *fs, const char *name)
+{
+	for (size_t i = 0; i < fs->n_var_names; i++) {
+		if (strcmp(fs->var_names[i], name) == 0) {
+			free(fs->var_names[i]);
+			memmove(&fs->var_names[i], &fs->var_names[i + 1],
+				(fs->n_var_names - i - 1) * sizeof(char *));
+			fs->n_var_names--;
+			return;
+		}
+	}
+}
+
+/* Learns the pattern from one image: base is everything before "<id>/". */
+static void var_learn_locked(struct fs_ctx *fs, const struct api_image *img)
+{
+	size_t idlen = strlen(img->id);
+	if (img->n_variants == 0)
+		return;
+	const char *u = img->variants[0];
+	const char *hit = strstr(u, img->id);
+	if (!hit || hit[idlen] != '/')
+		return;
+	char *base = strndup(u, (size_t)(hit - u));
+	char **names = calloc(img->n_variants, sizeof(*names));
+	if (!base || !names) {
+		free(base);
+		free(names);
+		return;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < img->n_variants; i++) {
+		const char *v = img->variants[i];
+		size_t bl = strlen(base);
+		if (strncmp(v, base, bl) != 0 || strncmp(v + bl, img->id, idlen) != 0 ||
+		    v[bl + idlen] != '/' || !(names[n] = strdup(v + bl + idlen + 1)))
+			break;
+		n++;
+	}
+	fs_var_free_locked(fs);
+	fs->var_base = base;
+	fs->var_names = names;
+	fs->n_var_names = n;
+}
+
+static int var_matches_locked(struct fs_ctx *fs, const struct api_image *img)
+{
+	if (!fs->var_base || img->n_variants != fs->n_var_names)
+		return 0;
+	size_t bl = strlen(fs->var_base), idlen = strlen(img->id);
+	for (size_t i = 0; i < img->n_variants; i++) {
+		const char *v = img->variants[i];
+		if (strncmp(v, fs->var_base, bl) != 0 || strncmp(v + bl, img->id, idlen) != 0 ||
+		    v[bl + idlen] != '/' || strcmp(v + bl + idlen + 1, fs->var_names[i]) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static char *var_join(char *const *urls, size_t n)
+{
+	size_t len = 1;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(urls[i]) + 1;
+	char *s = malloc(len), *p = s;
+	if (!s)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(urls[i]);
+		memcpy(p, urls[i], l);
+		p[l] = '\n';
+		p += l + 1;
+	}
+	*p = '\0';
+	return s;
+}
+
+char *fs_img_variants_locked(struct fs_ctx *fs, struct fs_node *n)
+{
+	if (n->flags & FS_NF_VARRAW)
+		return strdup(n->u.img && n->u.img->variants_raw ? n->u.img->variants_raw : "");
+	char *id = fs_node_id_locked(fs, n);
+	if (!id)
+		return NULL;
+	size_t bl = fs->var_base ? strlen(fs->var_base) : 0, il = strlen(id), len = 1;
+	for (size_t i = 0; i < fs->n_var_names; i++)
+		len += bl + il + 1 + strlen(fs->var_names[i]) + 1;
+	char *s = malloc(len), *p = s;
+	if (s) {
+		for (size_t i = 0; i < fs->n_var_names; i++) {
+			size_t vl = strlen(fs->var_names[i]);
+			memcpy(p, fs->var_base, bl);
+			memcpy(p + bl, id, il);
+			p[bl + il] = '/';
+			memcpy(p + bl + il + 1, fs->var_names[i], vl);
+			p[bl + il + 1 + vl] = '\n';
+			p += bl + il + vl + 2;
+		}
+		*p = '\0';
+	}
+	free(id);
+	return s;
+}
+
+/* ---- applying images ------------------------------------------------------------ */
+
+static void set_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = src && *src ? strdup(src) : NULL;
+}
+
+void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_image *img)
+{
+	if (n->uploaded_ms && img->uploaded_ms && n->uploaded_ms != img->uploaded_ms) {
+		n->flags &= ~FS_NF_SIZE; /* another version: size unknown again */
+		n->size = 0;
+		n->flags |= FS_NF_INVAL;
+	}
+	n->uploaded_ms = img->uploaded_ms;
+	n->flags &= ~(FS_NF_PENDING | FS_NF_RSU | FS_NF_NOFILENAME | FS_NF_VARRAW);
+	if (img->require_signed_urls)
+		n->flags |= FS_NF_RSU;
+	if (!img->filename)
+		n->flags |= FS_NF_NOFILENAME;
+	/* The first image of each listing may re-learn the pattern (variants changed). */
+	if (!fs->var_base || (fs->images.busy && fs->var_gen != fs->images.gen &&
+			      !var_matches_locked(fs, img))) {
+		var_learn_locked(fs, img);
+		fs->var_gen = fs->images.gen;
+	}
+	int raw = !var_matches_locked(fs, img);
+	int need = img->meta_json || img->creator || raw ||
+		   (img->filename && strcmp(img->filename, n->name) != 0);
+	if (!need && !n->u.img)
+		return;
+	struct fs_img_extra *x = fs_node_extra_locked(n);
+	if (!x)
+		return;
+	set_str(&x->meta, img->meta_json && strcmp(img->meta_json, "{}") ? img->meta_json : NULL);
+	set_str(&x->creator, img->creator);
+	set_str(&x->filename,
+		img->filename && strcmp(img->filename, n->name) != 0 ? img->filename : NULL);
+	free(x->variants_raw);
+	x->variants_raw = NULL;
+	if (raw) {
+		x->variants_raw = var_join(img->variants, img->n_variants);
+		n->flags |= FS_NF_VARRAW;
+	}
+	fs_node_extra_trim_locked(n);
+}
+
+/* Walks/creates the directories of id; returns the directory for the last component and
+ * sets *base to it, or NULL when the id has no path form here. */
+static struct fs_node *id_dir_locked(struct fs_ctx *fs, const char *id, const char **base)
+{
+	struct fs_node *dir = fs->fixed[FS_INO_IMAGES];
+	const char *p = id, *slash;
+	char comp[256];
+
+	while ((slash = strchr(p, '/'))) {
+		size_t l = (size_t)(slash - p);
+		if (l == 0 || l >= sizeof(comp))
+			return NULL;
+		memcpy(comp, p, l);
+		comp[l] = '\0';
+		if (!fs_name_valid(comp))
+			return NULL;
+		struct fs_node *c = fs_node_child_locked(fs, dir, comp);
+		if (!c)
+			c = fs_node_new_locked(fs, dir, comp, FS_K_DIR);
+		if (!c || c->kind != FS_K_DIR)
+			return NULL;
+		c->gen = fs->images.gen;
+		dir = c;
+		p = slash + 1;
+	}
+	if (!fs_name_valid(p))
+		return NULL;
+	*base = p;
+	return dir;
+}
+
+struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image *img)
+{
+	const char *base;
+	struct fs_node *dir = id_dir_locked(fs, img->id, &base);
+	if (!dir) {
+		fs->skipped_ids++;
+		return NULL;
+	}
+	struct fs_node *n = fs_node_child_locked(fs, dir, base);
+	if (n && n->kind != FS_K_IMG) {
+		fs->skipped_ids++;
+		return NULL;
+	}
+	if (!n) {
+		n = fs_node_new_locked(fs, dir, base, FS_K_IMG);
+		if (!n)
+			return NULL;
+	}
+	n->gen = fs->images.gen;
+	/* Local state wins over the listing while the file is pending or being written. */
+	if ((n->flags & FS_NF_PENDING) || (n->u.img && n->u.img->w))
+		return n;
+	fs_img_set_locked(fs, n, img);
+	return n;
+}
+
+static int list_cb(const struct api_image *img, void *arg)
+{
+	struct fs_ctx *fs = arg;
+	if (img->draft)
+		return 0;
+	pthread_mutex_lock(&fs->lock);
+	if (!tomb_has_locked(fs, img->id))
+		fs_images_apply_locked(fs, img);
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+/* Post-order sweep: drops unseen uploaded images and empty listed directories. */
+static void sweep_locked(struct fs_ctx *fs, struct fs_node *dir, uint32_t gen)
+{
+	struct fs_node *c = dir->u.first_child, *next;
+	for (; c; c = next) {
+		next = c->next;
+		if (c->kind == FS_K_DIR) {
+			sweep_locked(fs, c, gen);
+			if (!c->u.first_child && !(c->flags & FS_NF_LOCALDIR))
+				fs_node_unlink_locked(fs, c);
+		} else if (c->kind == FS_K_IMG && c->gen != gen && !(c->flags & FS_NF_PENDING) &&
+			   !(c->u.img && c->u.img->w)) {
+			fs_node_unlink_locked(fs, c);
+		}
+	}
+}
+
+int fs_images_refresh(struct fs_ctx *fs, int force)
+{
+	struct api_err err;
+	int requests = 0, rc;
+
+	pthread_mutex_lock(&fs->lock);
+	while (fs->images.busy)
+		pthread_cond_wait(&fs->list_cond, &fs->lock);
+	if (!force && !fs_listing_stale_locked(fs, &fs->images)) {
+		pthread_mutex_unlock(&fs->lock);
+		return 0;
+	}
+	fs->images.busy = 1;
+	uint32_t gen = ++fs->images.gen;
+	fs->skipped_ids = 0;
+	pthread_mutex_unlock(&fs->lock);
+
+	int64_t t0 = fs_now_ms();
+	struct api_list_opts opts = {0};
+	rc = api_images_list(fs->api, &opts, list_cb, fs, &requests, &err);
+
+	pthread_mutex_lock(&fs->lock);
+	if (rc == 0) {
+		sweep_locked(fs, fs->fixed[FS_INO_IMAGES], gen);
+		fs->images.fresh_ms = fs_now_ms();
+	}
+	while (fs->tombs) {
+		struct fs_tomb *t = fs->tombs;
+		fs->tombs = t->next;
+		free(t);
+	}
+	fs->images.busy = 0;
+	uint64_t n = fs->n_images;
+	uint32_t skipped = fs->skipped_ids;
+	pthread_cond_broadcast(&fs->list_cond);
+	pthread_mutex_unlock(&fs->lock);
+
+	if (rc < 0)
+		return fs_log_api("list", "images", rc, &err);
+	fs_log(FS_LOG_DEBUG, "listed %llu images in %d requests, %lld ms",
+	       (unsigned long long)n, requests, (long long)(fs_now_ms() - t0));
+	if (skipped)
+		fs_log(FS_LOG_WARN, "%u image ids cannot be shown as paths (empty, '.' or '..' "
+		       "components, components over 255 bytes, or a file and a directory of the "
+		       "same name) and are hidden", skipped);
+	return 0;
+}

@@ -1,0 +1,616 @@
+/*
+ * fs_ops.c - the fuse_lowlevel_ops table: resolves inodes and dispatches by node kind.
+ *
+ * Every refusal here is deliberate and listed in fs/SEMANTICS.md (checked by
+ * tests/e2e/t_fs_semantics.sh). The root is read-only (mode 0555: EACCES); links, symlinks
+ * and device nodes have no meaning in the Images API (EPERM).
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct fs_ctx *ctx(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct fs_fh *fh_of(struct fuse_file_info *fi)
+{
+	return fi ? (struct fs_fh *)(uintptr_t)fi->fh : NULL;
+}
+
+void fs_fh_free(struct fs_fh *fh)
+{
+	if (!fh)
+		return;
+	if (fh->fd >= 0)
+		close(fh->fd);
+	free(fh->buf);
+	free(fh);
+}
+
+/* Resolves ino; returns its kind or -1 (then *np is NULL). */
+static int node_kind(struct fs_ctx *fs, fuse_ino_t ino, struct fs_node **np)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_get_locked(fs, ino);
+	int kind = n ? n->kind : -1;
+	pthread_mutex_unlock(&fs->lock);
+	*np = n;
+	return kind;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO; /* always plus: ls -l needs no lookups */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* O_TRUNC reaches open() */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;   /* writes reach us in order, at once */
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *dir;
+	struct fuse_entry_param e;
+	int kind = node_kind(fs, parent, &dir), rc;
+
+	if (kind == FS_K_DIR) {
+		fs_img_lookup(req, fs, dir, name);
+		return;
+	}
+	if (kind == FS_K_ROOT) {
+		pthread_mutex_lock(&fs->lock);
+		struct fs_node *n = fs_node_child_locked(fs, dir, name);
+		if (n)
+			fs_node_entry_locked(fs, n, &e);
+		pthread_mutex_unlock(&fs->lock);
+		rc = n ? 0 : -ENOENT;
+	} else if (kind == FS_K_VARDIR || kind == FS_K_KEYDIR) {
+		rc = fs_special_lookup(fs, dir, name, &e);
+	} else {
+		rc = kind < 0 ? -ENOENT : -ENOTDIR;
+	}
+	if (rc == -ENOENT && kind >= 0) {
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = FS_NEG_TIMEOUT;
+		rc = 0;
+	}
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs_ctx *fs = ctx(req);
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_get_locked(fs, ino);
+	if (n)
+		fs_node_forget_locked(fs, n, nlookup);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct fs_ctx *fs = ctx(req);
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < count; i++) {
+		struct fs_node *n = fs_node_get_locked(fs, forgets[i].ino);
+		if (n)
+			fs_node_forget_locked(fs, n, forgets[i].nlookup);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct stat st;
+	double timeout = 0;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_get_locked(fs, ino);
+	if (n) {
+		fs_node_attr_locked(fs, n, &st);
+		timeout = fs_node_attr_timeout_locked(fs, n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (n)
+		fuse_reply_attr(req, &st, timeout);
+	else
+		fuse_reply_err(req, ENOENT);
+}
+
+/* Mode, owner and time changes: no-ops where they cannot be stored, EPERM where they would
+ * change an uploaded image. Returns 0 or -errno; never changes anything. */
+static int setattr_check_locked(struct fs_ctx *fs, struct fs_node *n, const struct stat *attr,
+				int to_set)
+{
+	struct stat cur;
+	fs_node_attr_locked(fs, n, &cur);
+	int img = n->kind == FS_K_IMG;
+	int local = img && ((n->flags & FS_NF_PENDING) || (n->u.img && n->u.img->w));
+	int lenient = !img || local; /* directories, variants, keys, files being created */
+	if (n->kind == FS_K_ROOT || n->kind == FS_K_STATS)
+		lenient = 0;
+	if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (cur.st_mode & 07777) &&
+	    !lenient)
+		return -EPERM;
+	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != cur.st_uid && !lenient)
+		return -EPERM;
+	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != cur.st_gid && !lenient)
+		return -EPERM;
+	if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		       FUSE_SET_ATTR_MTIME_NOW)) &&
+	    !lenient)
+		return -EPERM;
+	return 0;
+}
+
+static int setattr_size(struct fs_ctx *fs, struct fs_node *n, struct fs_fh *fh, off_t size)
+{
+	if (fh && fh->kind == FS_FH_STAGED && fh->writable)
+		return fs_img_truncate(fs, fh, size);
+	if (fh && fh->kind == FS_FH_BUF && fh->writable)
+		return fs_special_truncate(fh, size);
+	if (n->kind == FS_K_STATS)
+		return -EACCES;
+	if (n->kind != FS_K_IMG)
+		return n->kind == FS_K_DIR ? -EISDIR : -EPERM;
+	pthread_mutex_lock(&fs->lock);
+	int same = (n->flags & FS_NF_SIZE) && n->size == (uint64_t)size;
+	pthread_mutex_unlock(&fs->lock);
+	return same ? 0 : -EPERM; /* truncate(2) without an O_TRUNC open: no in-place edits */
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct stat st;
+	int rc;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_get_locked(fs, ino);
+	rc = !n ? -ENOENT : fs->cfg.ro ? -EROFS : setattr_check_locked(fs, n, attr, to_set);
+	pthread_mutex_unlock(&fs->lock);
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE))
+		rc = setattr_size(fs, n, fh_of(fi), attr->st_size);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	fs_node_attr_locked(fs, n, &st);
+	double timeout = fs_node_attr_timeout_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_attr(req, &st, timeout);
+}
+
+/* errno for creating/removing names in a directory of this kind that does not allow it. */
+static int refuse_in(struct fs_ctx *fs, int kind)
+{
+	if (kind < 0)
+		return ENOENT;
+	if (fs->cfg.ro)
+		return EROFS;
+	if (kind == FS_K_ROOT)
+		return EACCES;
+	if (kind == FS_K_IMG || kind == FS_K_VAR || kind == FS_K_KEY || kind == FS_K_STATS)
+		return ENOTDIR;
+	return EPERM;
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct fs_node *dir;
+	int kind = node_kind(ctx(req), parent, &dir);
+	fuse_reply_err(req, ctx(req)->cfg.ro ? EROFS : kind == FS_K_ROOT ? EACCES : EPERM);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *dir;
+	struct fuse_entry_param e;
+	int kind = node_kind(fs, parent, &dir);
+	if (kind != FS_K_DIR || fs->cfg.ro) {
+		fuse_reply_err(req, refuse_in(fs, kind));
+		return;
+	}
+	int rc = fs_img_mkdir(fs, dir, name, &e);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *dir;
+	int kind = node_kind(fs, parent, &dir), rc;
+	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT)
+		rc = -refuse_in(fs, kind);
+	else if (kind == FS_K_DIR)
+		rc = fs_img_unlink(fs, dir, name);
+	else if (kind == FS_K_VARDIR || kind == FS_K_KEYDIR)
+		rc = fs_special_unlink(fs, dir, name);
+	else
+		rc = -ENOTDIR;
+	fuse_reply_err(req, -rc);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *dir;
+	int kind = node_kind(fs, parent, &dir), rc;
+	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT)
+		rc = -refuse_in(fs, kind);
+	else if (kind == FS_K_DIR)
+		rc = fs_img_rmdir(fs, dir, name);
+	else
+		rc = kind == FS_K_VARDIR || kind == FS_K_KEYDIR ? -ENOTDIR : -ENOTDIR;
+	fuse_reply_err(req, -rc);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct fs_node *dir;
+	int kind = node_kind(ctx(req), parent, &dir);
+	fuse_reply_err(req, ctx(req)->cfg.ro ? EROFS : kind == FS_K_ROOT ? EACCES : EPERM);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct fs_node *dir;
+	int kind = node_kind(ctx(req), newparent, &dir);
+	fuse_reply_err(req, ctx(req)->cfg.ro ? EROFS : kind == FS_K_ROOT ? EACCES : EPERM);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *od, *nd;
+	int ok = node_kind(fs, parent, &od), nk = node_kind(fs, newparent, &nd), rc;
+	if (ok < 0 || nk < 0)
+		rc = -ENOENT;
+	else if (fs->cfg.ro)
+		rc = -EROFS;
+	else if (ok == FS_K_ROOT || nk == FS_K_ROOT)
+		rc = -EACCES;
+	else if (flags & RENAME_EXCHANGE)
+		rc = -EINVAL;
+	else if (ok != nk)
+		rc = -EXDEV; /* across images/, variants/, keys/ */
+	else if (ok == FS_K_DIR)
+		rc = fs_img_rename(fs, od, name, nd, newname, flags);
+	else if (ok == FS_K_VARDIR)
+		rc = -EXDEV; /* mv copies the document to a new variant, then removes the old */
+	else
+		rc = -EPERM; /* keys: names are fixed, values generated */
+	fuse_reply_err(req, -rc);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *n;
+	struct fs_fh *fh = NULL;
+	int kind = node_kind(fs, ino, &n), rc;
+	int writing = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+
+	if (kind == FS_K_IMG) {
+		fs_img_open(req, fs, n, fi);
+		return;
+	}
+	if (kind < 0)
+		rc = -ENOENT;
+	else if (kind != FS_K_VAR && kind != FS_K_KEY && kind != FS_K_STATS)
+		rc = -EISDIR;
+	else if (writing && fs->cfg.ro && kind != FS_K_STATS)
+		rc = -EROFS;
+	else
+		rc = fs_special_open(fs, n, fi->flags, &fh);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->direct_io = 1;
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, n);
+		pthread_mutex_unlock(&fs->lock);
+		fs_fh_free(fh);
+	}
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *dir;
+	struct fuse_entry_param e;
+	struct fs_fh *fh = NULL;
+	int kind = node_kind(fs, parent, &dir);
+
+	if (kind == FS_K_DIR && !fs->cfg.ro) {
+		fs_img_create(req, fs, dir, name, fi);
+		return;
+	}
+	if ((kind != FS_K_VARDIR && kind != FS_K_KEYDIR) || fs->cfg.ro) {
+		fuse_reply_err(req, refuse_in(fs, kind));
+		return;
+	}
+	int rc = fs_special_create(fs, dir, name, &e, &fh);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->direct_io = 1;
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		fs_special_release(fs, fh);
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, fh->node);
+		pthread_mutex_unlock(&fs->lock);
+		fs_fh_free(fh);
+	}
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs_fh *fh = fh_of(fi);
+	if (fh->kind != FS_FH_BUF) {
+		fs_img_read(req, ctx(req), fh, size, off);
+		return;
+	}
+	if (off < 0 || (size_t)off >= fh->len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, fh->buf + off,
+			       fh->len - (size_t)off < size ? fh->len - (size_t)off : size);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct fs_fh *fh = fh_of(fi);
+	ssize_t rc;
+	if (fh->kind == FS_FH_STAGED)
+		rc = fs_img_write(ctx(req), fh, buf, size, off);
+	else if (fh->kind == FS_FH_BUF)
+		rc = fs_special_write(fh, buf, size, off);
+	else
+		rc = -EBADF;
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else
+		fuse_reply_write(req, (size_t)rc);
+}
+
+static int flush_fh(struct fs_ctx *fs, struct fs_fh *fh)
+{
+	if (fh->kind == FS_FH_STAGED)
+		return fs_img_flush(fs, fh);
+	if (fh->kind == FS_FH_BUF)
+		return fs_special_flush(fs, fh);
+	return 0;
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -flush_fh(ctx(req), fh_of(fi)));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -flush_fh(ctx(req), fh_of(fi))); /* fsync = upload now */
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_fh *fh = fh_of(fi);
+	if (fh->kind == FS_FH_STAGED)
+		fs_img_release(fs, fh);
+	else if (fh->kind == FS_FH_BUF)
+		fs_special_release(fs, fh);
+	pthread_mutex_lock(&fs->lock);
+	fs_node_release_open_locked(fs, fh->node);
+	pthread_mutex_unlock(&fs->lock);
+	fs_fh_free(fh);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- directories ------------------------------------------------------------------ */
+
+static int dir_refresh(struct fs_ctx *fs, int kind)
+{
+	if (kind == FS_K_DIR) {
+		int rc = fs_images_refresh(fs, 0);
+		pthread_mutex_lock(&fs->lock);
+		int have = fs->images.fresh_ms != 0;
+		pthread_mutex_unlock(&fs->lock);
+		return rc < 0 && have ? 0 : rc; /* serve the last listing while the API fails */
+	}
+	if (kind == FS_K_VARDIR)
+		return fs_variants_refresh(fs, 0);
+	if (kind == FS_K_KEYDIR)
+		return fs_keys_refresh(fs, 0);
+	return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_node *dir;
+	int kind = node_kind(fs, ino, &dir);
+	int rc = kind < 0 ? -ENOENT : dir_refresh(fs, kind);
+	struct fs_fh *fh = rc == 0 ? calloc(1, sizeof(*fh)) : NULL;
+	if (rc == 0 && !fh)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fh->kind = FS_FH_DIR;
+	fh->fd = -1;
+	pthread_mutex_lock(&fs->lock);
+	size_t n = 0;
+	for (struct fs_node *c = dir->u.first_child; c; c = c->next)
+		n++;
+	fuse_ino_t *inos = malloc((n ? n : 1) * sizeof(*inos));
+	if (inos) {
+		n = 0;
+		for (struct fs_node *c = dir->u.first_child; c; c = c->next)
+			inos[n++] = c->ino;
+	}
+	fh->buf = (char *)inos;
+	fh->len = inos ? n : 0;
+	fh->node = dir;
+	dir->nopen++;
+	pthread_mutex_unlock(&fs->lock);
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, dir);
+		pthread_mutex_unlock(&fs->lock);
+		fs_fh_free(fh);
+	}
+}
+
+/* Adds entry `idx` (0 ".", 1 "..", then the snapshot); returns bytes used, 0 if it does not
+ * fit, (size_t)-1 to skip it (gone since opendir). */
+static size_t dir_add_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t idx,
+			     char *buf, size_t room, int plus)
+{
+	struct fs_node *n;
+	const char *name;
+	if (idx < 2) {
+		n = idx == 0 || !fh->node->parent ? fh->node : fh->node->parent;
+		name = idx == 0 ? "." : "..";
+	} else {
+		n = fs_node_get_locked(fs, ((fuse_ino_t *)fh->buf)[idx - 2]);
+		if (!n || !(n->flags & FS_NF_LINKED) || n->parent != fh->node)
+			return (size_t)-1;
+		name = n->name;
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.ino = n->ino;
+	e.generation = 1;
+	fs_node_attr_locked(fs, n, &e.attr);
+	size_t used;
+	if (plus) {
+		e.attr_timeout = fs_node_attr_timeout_locked(fs, n);
+		e.entry_timeout = fs->ttl;
+		used = fuse_add_direntry_plus(req, buf, room, name, &e, (off_t)(idx + 1));
+	} else {
+		used = fuse_add_direntry(req, buf, room, name, &e.attr, (off_t)(idx + 1));
+	}
+	if (used > room)
+		return 0;
+	if (plus && idx >= 2)
+		n->nlookup++; /* the kernel counts a lookup for every entry it receives */
+	return used;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, int plus)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_fh *fh = fh_of(fi);
+	char *buf = malloc(size);
+	size_t pos = 0;
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	for (size_t idx = off < 0 ? 0 : (size_t)off; idx < fh->len + 2; idx++) {
+		size_t used = dir_add_locked(req, fs, fh, idx, buf + pos, size - pos, plus);
+		if (used == (size_t)-1)
+			continue;
+		if (used == 0)
+			break;
+		pos += used;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 1);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_ctx *fs = ctx(req);
+	struct fs_fh *fh = fh_of(fi);
+	pthread_mutex_lock(&fs->lock);
+	fs_node_release_open_locked(fs, fh->node);
+	pthread_mutex_unlock(&fs->lock);
+	fs_fh_free(fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.release = op_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = fs_op_statfs,
+	.setxattr = fs_op_setxattr,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.removexattr = fs_op_removexattr,
+};

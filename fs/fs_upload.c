@@ -1,0 +1,745 @@
+/*
+ * fs_upload.c - images/: creating, writing, uploading, replacing and renaming.
+ *
+ * A file being written is staged in a private file in the cache's tmp directory (struct
+ * fs_wstate, shared by the writer handle and readers that open it meanwhile). The upload is
+ * synchronous and happens in flush (close), so its error reaches the program that wrote:
+ * `cp` fails visibly, nothing is reported written that was not uploaded. release uploads a
+ * dirty handle that was never flushed. After a successful upload the staged file becomes the
+ * cache entry of the new version (rename, no copy), so reading back costs no download.
+ *
+ * The API cannot replace an image's bytes under the same id. Replacing (O_TRUNC on an
+ * uploaded image, or renaming onto one) is therefore: keep an fd on the old bytes (through
+ * the cache), delete, upload the new bytes with the old metadata, creator and
+ * requireSignedURLs; if that upload fails, upload the old bytes again under the same id and
+ * return the failure. A rename is upload-under-the-new-id, then delete the old id; when the
+ * upload fails the source is untouched.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct fs_wstate {
+	pthread_mutex_t lock; /* serializes writes, truncates and uploads */
+	int refs;             /* guarded by fs->lock */
+	int fd;               /* staged bytes; after an upload, the (adopted) cache file */
+	char *path;           /* staged path, NULL once adopted into the cache */
+	uint64_t size;
+	int dirty; /* bytes differ from the uploaded image (or there is none yet) */
+	int err;   /* sticky failure (EFBIG write, failed upload): returned, never uploaded */
+};
+
+void fs_attrs_release(struct fs_attrs *a)
+{
+	free(a->meta);
+	free(a->creator);
+	free(a->filename);
+	memset(a, 0, sizeof(*a));
+}
+
+int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a)
+{
+	const struct fs_img_extra *x = n->u.img;
+	memset(a, 0, sizeof(*a));
+	a->rsu = (n->flags & FS_NF_RSU) != 0;
+	if (x && x->meta && !(a->meta = strdup(x->meta)))
+		goto nomem;
+	if (x && x->creator && !(a->creator = strdup(x->creator)))
+		goto nomem;
+	if (!(a->filename = strdup(x && x->filename ? x->filename : n->name)))
+		goto nomem;
+	return 0;
+nomem:
+	fs_attrs_release(a);
+	return -ENOMEM;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct fs_wstate *wstate_new(struct fs_ctx *fs)
+{
+	struct fs_wstate *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	if (cache_stage_open(fs->cache, &w->fd, &w->path) < 0) {
+		free(w);
+		return NULL;
+	}
+	pthread_mutex_init(&w->lock, NULL);
+	return w;
+}
+
+static void wstate_free(struct fs_wstate *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	if (w->path) {
+		unlink(w->path);
+		free(w->path);
+	}
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
+/* Copies src (from offset 0) to dst; 0 or -errno. */
+static int copy_fd(int src, int dst)
+{
+	enum { CHUNK = 64 * 1024 };
+	char *buf = malloc(CHUNK);
+	off_t off = 0;
+	int rc = 0;
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t r = pread(src, buf, CHUNK, off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			rc = r < 0 ? -errno : 0;
+			break;
+		}
+		if (pwrite(dst, buf, (size_t)r, off) != r) {
+			rc = -EIO;
+			break;
+		}
+		off += r;
+	}
+	free(buf);
+	return rc;
+}
+
+static int copy_fill_fn(int fd, void *arg)
+{
+	return copy_fd(*(int *)arg, fd);
+}
+
+/* Puts the bytes of src into the cache as (id, version); best effort. */
+static void cache_put_copy(struct fs_ctx *fs, const char *id, int64_t version, int src)
+{
+	int fd;
+	uint64_t size;
+	if (cache_get(fs->cache, id, version, copy_fill_fn, &src, &fd, &size) == 0)
+		close(fd);
+}
+
+/* ---- opening ------------------------------------------------------------------ */
+
+static char *child_id_locked(struct fs_ctx *fs, struct fs_node *dir, const char *name)
+{
+	char *d = fs_node_id_locked(fs, dir);
+	if (!d)
+		return NULL;
+	size_t dl = strlen(d), nl = strlen(name);
+	char *s = malloc(dl + nl + 2);
+	if (s) {
+		memcpy(s, d, dl);
+		if (dl)
+			s[dl++] = '/';
+		memcpy(s + dl, name, nl + 1);
+	}
+	free(d);
+	return s;
+}
+
+static struct fs_fh *staged_fh(struct fs_node *n, struct fs_wstate *w, int writable)
+{
+	struct fs_fh *fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return NULL;
+	fh->kind = FS_FH_STAGED;
+	fh->node = n;
+	fh->w = w;
+	fh->writable = writable;
+	fh->fd = -1;
+	return fh;
+}
+
+/* Installs a fresh wstate on n (which must have none) and returns a writer handle. */
+static int attach_writer(struct fs_ctx *fs, struct fs_node *n, int dirty, struct fs_fh **out)
+{
+	struct fs_wstate *w = wstate_new(fs);
+	struct fs_fh *fh = w ? staged_fh(n, w, 1) : NULL;
+	if (!fh) {
+		if (w)
+			wstate_free(w);
+		return w ? -ENOMEM : -EIO;
+	}
+	pthread_mutex_lock(&fs->lock);
+	struct fs_img_extra *x = fs_node_extra_locked(n);
+	if (!x || x->w || !(n->flags & FS_NF_LINKED)) {
+		pthread_mutex_unlock(&fs->lock);
+		wstate_free(w);
+		free(fh);
+		return x ? (x->w ? -EBUSY : -ENOENT) : -ENOMEM;
+	}
+	x->w = w;
+	w->refs = 1;
+	w->dirty = dirty;
+	n->nopen++;
+	n->size = 0;
+	n->flags |= FS_NF_SIZE;
+	pthread_mutex_unlock(&fs->lock);
+	*out = fh;
+	return 0;
+}
+
+int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi,
+		      struct fs_fh **out)
+{
+	if (fs->cfg.ro)
+		return -EROFS;
+	pthread_mutex_lock(&fs->lock);
+	int busy = n->u.img && n->u.img->w;
+	int pending = (n->flags & FS_NF_PENDING) != 0;
+	char *path = fs_node_path_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	int rc = 0;
+	if (busy) {
+		fs_log(FS_LOG_INFO, "cannot open '%s' for writing: it is being written already",
+		       path ? path : "?");
+		rc = -EBUSY;
+	} else if (!pending && !(fi->flags & O_TRUNC)) {
+		fs_log(FS_LOG_INFO, "cannot open '%s' for writing: images cannot be edited in "
+		       "place or appended to (open with O_TRUNC to replace the whole image)",
+		       path ? path : "?");
+		rc = -EPERM;
+	} else {
+		rc = attach_writer(fs, n, !pending, out);
+	}
+	free(path);
+	return rc;
+}
+
+int fs_img_open_staged(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_wstate *w = n->u.img ? n->u.img->w : NULL;
+	struct fs_fh *fh = w ? staged_fh(n, w, 0) : NULL;
+	if (fh) {
+		w->refs++;
+		n->nopen++;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (!fh)
+		return w ? -ENOMEM : -EAGAIN;
+	*out = fh;
+	return 0;
+}
+
+static int create_node(struct fs_ctx *fs, struct fs_node *dir, const char *name,
+		       struct fuse_entry_param *e, struct fs_fh **out)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = fs_node_child_locked(fs, dir, name);
+	if (n) {
+		pthread_mutex_unlock(&fs->lock);
+		return -EEXIST;
+	}
+	n = fs_node_new_locked(fs, dir, name, FS_K_IMG);
+	if (n) {
+		n->flags |= FS_NF_PENDING | FS_NF_SIZE;
+		n->uploaded_ms = wall_ms();
+		n->gen = fs->images.gen;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (!n)
+		return -ENOMEM;
+	int rc = attach_writer(fs, n, 0, out);
+	pthread_mutex_lock(&fs->lock);
+	if (rc < 0)
+		fs_node_unlink_locked(fs, n);
+	else
+		fs_node_entry_locked(fs, n, e);
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+void fs_img_create(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name,
+		   struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct fs_fh *fh = NULL;
+	int rc = 0;
+
+	if (fs->cfg.ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (strlen(name) > 255) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	char *id = child_id_locked(fs, dir, name);
+	pthread_mutex_unlock(&fs->lock);
+	if (!id)
+		rc = -ENOMEM;
+	else if (!fs_name_valid(name) || api_custom_id_valid(id) < 0) {
+		fs_log(FS_LOG_ERR, "cannot create 'images/%s': not a valid image id (ids are at "
+		       "most %d bytes, not UUID-shaped, without control characters)", id,
+		       API_MAX_ID_LEN);
+		rc = -EINVAL;
+	} else
+		rc = create_node(fs, dir, name, &e, &fh);
+	free(id);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	fi->direct_io = 0;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		fs_img_release(fs, fh);
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, fh->node);
+		pthread_mutex_unlock(&fs->lock);
+		fs_fh_free(fh);
+	}
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+/* After an upload the staged file is the cache's entry: copy before changing it. */
+static int restage_w(struct fs_ctx *fs, struct fs_wstate *w)
+{
+	int fd;
+	char *path;
+	int rc = cache_stage_open(fs->cache, &fd, &path);
+	if (rc < 0)
+		return rc;
+	rc = copy_fd(w->fd, fd);
+	if (rc < 0) {
+		close(fd);
+		unlink(path);
+		free(path);
+		return rc;
+	}
+	close(w->fd);
+	w->fd = fd;
+	w->path = path;
+	return 0;
+}
+
+static void node_size_set(struct fs_ctx *fs, struct fs_node *n, uint64_t size)
+{
+	pthread_mutex_lock(&fs->lock);
+	n->size = size;
+	n->flags |= FS_NF_SIZE;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static int write_too_big(struct fs_ctx *fs, struct fs_fh *fh, struct fs_wstate *w)
+{
+	if (!w->err) {
+		pthread_mutex_lock(&fs->lock);
+		char *path = fs_node_path_locked(fs, fh->node);
+		pthread_mutex_unlock(&fs->lock);
+		fs_log(FS_LOG_ERR, "cannot write '%s': images are limited to %d bytes",
+		       path ? path : "?", API_MAX_IMAGE_BYTES);
+		free(path);
+	}
+	w->err = -EFBIG;
+	return -EFBIG;
+}
+
+ssize_t fs_img_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size,
+		     off_t off)
+{
+	struct fs_wstate *w = fh->w;
+	ssize_t rc;
+	if (!fh->writable || !w)
+		return -EBADF;
+	pthread_mutex_lock(&w->lock);
+	if (off < 0 || (uint64_t)off + size > API_MAX_IMAGE_BYTES) {
+		rc = write_too_big(fs, fh, w);
+		goto out;
+	}
+	if (!w->path && (rc = restage_w(fs, w)) < 0)
+		goto out;
+	rc = pwrite(w->fd, buf, size, off);
+	if (rc < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((uint64_t)off + (uint64_t)rc > w->size)
+		w->size = (uint64_t)off + (uint64_t)rc;
+	w->dirty = 1;
+	node_size_set(fs, fh->node, w->size);
+out:
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+int fs_img_truncate(struct fs_ctx *fs, struct fs_fh *fh, off_t size)
+{
+	struct fs_wstate *w = fh->w;
+	int rc = 0;
+	if (!fh->writable || !w)
+		return -EPERM;
+	pthread_mutex_lock(&w->lock);
+	if (size < 0 || size > API_MAX_IMAGE_BYTES)
+		rc = write_too_big(fs, fh, w);
+	else if (!w->path && (rc = restage_w(fs, w)) < 0)
+		;
+	else if (ftruncate(w->fd, size) < 0)
+		rc = -errno;
+	else {
+		w->size = (uint64_t)size;
+		w->dirty = 1;
+		node_size_set(fs, fh->node, w->size);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssize_t *got)
+{
+	struct fs_wstate *w = fh->w;
+	pthread_mutex_lock(&w->lock);
+	ssize_t r = pread(w->fd, buf, size, off);
+	int rc = r < 0 ? -errno : 0;
+	pthread_mutex_unlock(&w->lock);
+	*got = r < 0 ? 0 : r;
+	return rc;
+}
+
+/* ---- uploading ---------------------------------------------------------------- */
+
+static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_attrs *a,
+		     const char *filename, const char *path, struct api_image *out)
+{
+	struct api_err err;
+	struct api_upload up = {
+		.id = id,
+		.fd = fd,
+		.filename = filename,
+		.metadata_json = a->meta,
+		.creator = a->creator,
+		.require_signed_urls = a->rsu ? 1 : -1,
+	};
+	int rc = api_image_upload(fs->api, &up, out, &err);
+	if (rc < 0)
+		fs_log_api("upload", path, rc, &err);
+	return rc;
+}
+
+static int delete_id(struct fs_ctx *fs, const char *id, const char *path)
+{
+	struct api_err err;
+	int rc = api_image_delete(fs->api, id, &err);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		fs_log_api("delete", path, rc, &err);
+	return rc;
+}
+
+/* Uploads the old bytes (old_fd) back under id after a failed replace. On success the
+ * node takes the restored version; on failure the image is gone and so is the node. */
+static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, int old_fd,
+			const struct fs_attrs *old, const char *path)
+{
+	struct api_image img;
+	int rc = upload_fd(fs, id, old_fd, old, old->filename, path, &img);
+	pthread_mutex_lock(&fs->lock);
+	if (rc == 0) {
+		if (n && (n->flags & FS_NF_LINKED))
+			fs_img_set_locked(fs, n, &img);
+	} else if (n && (n->flags & FS_NF_LINKED) && !(n->u.img && n->u.img->w)) {
+		fs_node_unlink_locked(fs, n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (rc == 0) {
+		cache_put_copy(fs, id, img.uploaded_ms, old_fd);
+		fs_log(FS_LOG_WARN, "restored the previous '%s' after the failed replace", path);
+		api_image_release(&img);
+	} else {
+		fs_log(FS_LOG_ERR, "cannot restore '%s' after a failed replace: the image is lost",
+		       path);
+	}
+}
+
+/* Delete-then-upload of an uploaded image, restoring it when the upload fails. */
+static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, int new_fd,
+			  const struct fs_attrs *old, int64_t old_version, const char *path,
+			  struct api_image *out)
+{
+	int old_fd;
+	uint64_t old_size;
+	int rc = fs_blob_fd(fs, id, old_version, path, &old_fd, &old_size);
+	if (rc == -ENOENT)
+		old_fd = -1; /* gone elsewhere already: a plain upload */
+	else if (rc < 0)
+		return rc;
+	if (old_fd >= 0 && (rc = delete_id(fs, id, path)) < 0) {
+		close(old_fd);
+		return rc;
+	}
+	struct fs_attrs a = *old;
+	rc = upload_fd(fs, id, new_fd, &a, strrchr(path, '/') + 1, path, out);
+	if (rc < 0 && old_fd >= 0)
+		restore_old(fs, n, id, old_fd, old, path);
+	if (old_fd >= 0)
+		close(old_fd);
+	return rc;
+}
+
+/* Called with w->lock held. */
+static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
+{
+	struct fs_attrs a;
+	struct api_image img;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	int pending = (n->flags & FS_NF_PENDING) != 0;
+	int64_t version = n->uploaded_ms;
+	char *id = fs_node_id_locked(fs, n);
+	char *path = fs_node_path_locked(fs, n);
+	rc = fs_attrs_copy_locked(n, &a);
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0 || !id || !path) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (pending)
+		rc = upload_fd(fs, id, w->fd, &a, n->name, path, &img);
+	else
+		rc = replace_upload(fs, n, id, w->fd, &a, version, path, &img);
+	if (rc < 0)
+		goto out;
+	if (!pending)
+		cache_remove(fs->cache, id);
+	if (w->path) {
+		if (cache_adopt(fs->cache, id, img.uploaded_ms, w->path) < 0)
+			fs_log(FS_LOG_DEBUG, "cannot keep '%s' in the cache", path);
+		free(w->path);
+		w->path = NULL; /* the fd now reads the cache entry: restage before writing */
+	}
+	pthread_mutex_lock(&fs->lock);
+	fs_img_set_locked(fs, n, &img);
+	n->size = w->size;
+	n->flags |= FS_NF_SIZE | FS_NF_INVAL;
+	n->gen = fs->images.gen;
+	pthread_mutex_unlock(&fs->lock);
+	api_image_release(&img);
+	fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path, (unsigned long long)w->size);
+out:
+	fs_attrs_release(&a);
+	free(id);
+	free(path);
+	return rc;
+}
+
+int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
+{
+	struct fs_wstate *w = fh->w;
+	int rc = 0;
+	if (fh->kind != FS_FH_STAGED || !fh->writable)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	if (w->err)
+		rc = w->err;
+	else if (w->dirty) {
+		rc = upload_w(fs, fh->node, w);
+		if (rc < 0)
+			w->err = rc;
+		w->dirty = 0;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
+{
+	struct fs_wstate *w = fh->w;
+	struct fs_node *n = fh->node;
+	if (fh->kind != FS_FH_STAGED || !w)
+		return;
+	if (fh->writable)
+		fs_img_flush(fs, fh); /* a dirty handle never flushed: upload_w logs failures */
+	pthread_mutex_lock(&fs->lock);
+	int last = --w->refs == 0;
+	if (last) {
+		n->u.img->w = NULL;
+		/* A new file whose upload failed leaves nothing behind. */
+		if ((n->flags & FS_NF_PENDING) && w->err)
+			fs_node_unlink_locked(fs, n), n = NULL;
+		else
+			fs_node_extra_trim_locked(n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (last)
+		wstate_free(w);
+	fh->w = NULL;
+}
+
+/* ---- rename ----------------------------------------------------------------------- */
+
+struct rn_side {
+	struct fs_node *n;
+	char *id, *path;
+	struct fs_attrs a;
+	int64_t version;
+	int pending;
+};
+
+static void rn_side_release(struct rn_side *s)
+{
+	free(s->id);
+	free(s->path);
+	fs_attrs_release(&s->a);
+}
+
+/* Checks the rename and snapshots both sides; returns 0, 1 (nothing to do) or -errno. */
+static int rename_prepare_locked(struct fs_ctx *fs, struct fs_node *odir, const char *oname,
+				 struct fs_node *ndir, const char *nname, unsigned int flags,
+				 struct rn_side *src, struct rn_side *dst)
+{
+	struct fs_node *s = fs_node_child_locked(fs, odir, oname);
+	if (!s)
+		return -ENOENT;
+	if (s->kind == FS_K_DIR)
+		return -EXDEV; /* mv then copies image by image (see SEMANTICS.md) */
+	struct fs_node *d = fs_node_child_locked(fs, ndir, nname);
+	if (d == s)
+		return 1;
+	if (d && (flags & RENAME_NOREPLACE))
+		return -EEXIST;
+	if (d && d->kind == FS_K_DIR)
+		return -EISDIR;
+	if ((s->u.img && s->u.img->w) || s->nopen || (d && ((d->u.img && d->u.img->w) || d->nopen)))
+		return -EBUSY;
+	src->n = s;
+	src->pending = (s->flags & FS_NF_PENDING) != 0;
+	src->version = s->uploaded_ms;
+	src->id = fs_node_id_locked(fs, s);
+	src->path = fs_node_path_locked(fs, s);
+	dst->id = child_id_locked(fs, ndir, nname);
+	dst->path = fs_node_path_locked(fs, ndir);
+	if (!src->id || !src->path || !dst->id || !dst->path || fs_attrs_copy_locked(s, &src->a))
+		return -ENOMEM;
+	if (d) {
+		dst->n = d;
+		dst->pending = (d->flags & FS_NF_PENDING) != 0;
+		dst->version = d->uploaded_ms;
+		if (fs_attrs_copy_locked(d, &dst->a))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Final table update: the source node takes the new name (the kernel keeps its inode). */
+static int rename_commit(struct fs_ctx *fs, struct rn_side *src, struct rn_side *dst,
+			 struct fs_node *ndir, const char *nname, const struct api_image *img)
+{
+	int rc = 0;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *odir = src->n->parent;
+	struct fs_node *d = fs_node_child_locked(fs, ndir, nname);
+	if (d && d != src->n) {
+		fs_tomb_add_locked(fs, dst->id);
+		fs_node_unlink_locked(fs, d);
+	}
+	if (!src->pending)
+		fs_tomb_add_locked(fs, src->id);
+	struct fs_node *m = fs_node_move_locked(fs, src->n, ndir, nname);
+	if (!m)
+		rc = -ENOMEM;
+	else if (img) {
+		fs_img_set_locked(fs, m, img);
+		m->gen = fs->images.gen;
+	}
+	if (!odir->u.first_child && odir->ino != FS_INO_IMAGES)
+		odir->flags |= FS_NF_LOCALDIR;
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side *dst,
+			 const char *nname, struct api_image *img)
+{
+	int sfd, dfd = -1;
+	uint64_t size;
+	char dpath[1100];
+	snprintf(dpath, sizeof(dpath), "images/%s", dst->id);
+	int rc = fs_blob_fd(fs, src->id, src->version, src->path, &sfd, &size);
+	if (rc < 0)
+		return rc;
+	if (dst->n && !dst->pending) {
+		rc = fs_blob_fd(fs, dst->id, dst->version, dpath, &dfd, &size);
+		if (rc == 0 && (rc = delete_id(fs, dst->id, dpath)) < 0) {
+			close(dfd);
+			dfd = -1;
+		}
+		if (rc == -ENOENT)
+			rc = 0;
+	}
+	if (rc == 0)
+		rc = upload_fd(fs, dst->id, sfd, &src->a, nname, dpath, img);
+	if (rc < 0 && dfd >= 0)
+		restore_old(fs, dst->n, dst->id, dfd, &dst->a, dpath);
+	if (dfd >= 0)
+		close(dfd);
+	if (rc == 0) {
+		cache_remove(fs->cache, dst->id);
+		cache_put_copy(fs, dst->id, img->uploaded_ms, sfd);
+		int drc = delete_id(fs, src->id, src->path);
+		if (drc == 0)
+			cache_remove(fs->cache, src->id);
+		else
+			fs_log(FS_LOG_ERR, "renamed '%s' to '%s' but the old id remains", src->path,
+			       dpath);
+	}
+	close(sfd);
+	return rc;
+}
+
+int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname,
+		  struct fs_node *ndir, const char *nname, unsigned int flags)
+{
+	struct rn_side src, dst;
+	struct api_image img;
+	memset(&src, 0, sizeof(src));
+	memset(&dst, 0, sizeof(dst));
+	memset(&img, 0, sizeof(img));
+
+	if (flags & ~RENAME_NOREPLACE)
+		return -EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT */
+	if (strlen(nname) > 255)
+		return -ENAMETOOLONG;
+	pthread_mutex_lock(&fs->lock);
+	int rc = rename_prepare_locked(fs, odir, oname, ndir, nname, flags, &src, &dst);
+	pthread_mutex_unlock(&fs->lock);
+	if (rc == 0 && (!fs_name_valid(nname) || api_custom_id_valid(dst.id) < 0)) {
+		fs_log(FS_LOG_ERR, "cannot rename '%s' to 'images/%s': not a valid image id",
+		       src.path, dst.id);
+		rc = -EINVAL;
+	}
+	if (rc == 0 && !src.pending)
+		rc = rename_remote(fs, &src, &dst, nname, &img);
+	else if (rc == 0 && dst.n && !dst.pending) {
+		char dpath[1100];
+		snprintf(dpath, sizeof(dpath), "images/%s", dst.id);
+		rc = delete_id(fs, dst.id, dpath);
+		if (rc == 0)
+			cache_remove(fs->cache, dst.id);
+	}
+	if (rc == 0)
+		rc = rename_commit(fs, &src, &dst, ndir, nname, src.pending ? NULL : &img);
+	api_image_release(&img);
+	rn_side_release(&src);
+	rn_side_release(&dst);
+	return rc > 0 ? 0 : rc;
+}

@@ -1,0 +1,327 @@
+/*
+ * fs_xattr.c - extended attributes of images.
+ *
+ *   user.metadata          rw  the image's metadata, a JSON object (<= 1024 bytes compact)
+ *   user.creator           rw  the creator string (<= 1024 bytes)
+ *   user.requireSignedURLs rw  "true" / "false"
+ *   user.filename          ro  the uploaded filename
+ *   user.uploaded          ro  upload time, RFC 3339 UTC with milliseconds
+ *   user.variants          ro  delivery URLs, one per line
+ *
+ * Reads and lists are answered from the table (no network). A set on an uploaded image is
+ * one PATCH; on a file not uploaded yet it is stored and sent with the upload. Everything
+ * outside user.* is refused at once without network, so the kernel's security.* probes on
+ * every write cost nothing.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <time.h>
+
+#include "api_doc.h"
+
+enum xa { XA_META, XA_CREATOR, XA_RSU, XA_FILENAME, XA_UPLOADED, XA_VARIANTS, XA_N };
+
+static const char *const xa_names[XA_N] = {
+	"user.metadata", "user.creator",  "user.requireSignedURLs",
+	"user.filename", "user.uploaded", "user.variants",
+};
+
+static int xa_find(const char *name)
+{
+	for (int i = 0; i < XA_N; i++)
+		if (strcmp(name, xa_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+static int xa_readonly(int x)
+{
+	return x == XA_FILENAME || x == XA_UPLOADED || x == XA_VARIANTS;
+}
+
+void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char base[32];
+	gmtime_r(&t, &tm);
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+/* Value of attribute x for n (malloc'd), or NULL with *err set (-ENODATA / -ENOMEM). */
+static char *xa_value_locked(struct fs_ctx *fs, struct fs_node *n, int x, int *err)
+{
+	const struct fs_img_extra *e = n->u.img;
+	int pending = (n->flags & FS_NF_PENDING) != 0;
+	char *v = NULL;
+	*err = -ENODATA;
+	switch (x) {
+	case XA_META:
+		if (e && e->meta)
+			v = strdup(e->meta);
+		else
+			return NULL;
+		break;
+	case XA_CREATOR:
+		if (e && e->creator)
+			v = strdup(e->creator);
+		else
+			return NULL;
+		break;
+	case XA_RSU:
+		v = strdup(n->flags & FS_NF_RSU ? "true" : "false");
+		break;
+	case XA_FILENAME:
+		if (pending || (n->flags & FS_NF_NOFILENAME))
+			return NULL;
+		v = strdup(e && e->filename ? e->filename : n->name);
+		break;
+	case XA_UPLOADED:
+		if (pending)
+			return NULL;
+		v = malloc(40);
+		if (v)
+			fs_fmt_rfc3339(n->uploaded_ms, v, 40);
+		break;
+	case XA_VARIANTS:
+		if (pending)
+			return NULL;
+		v = fs_img_variants_locked(fs, n);
+		break;
+	default:
+		return NULL;
+	}
+	if (!v)
+		*err = -ENOMEM;
+	return v;
+}
+
+static struct fs_node *img_node_locked(struct fs_ctx *fs, fuse_ino_t ino)
+{
+	struct fs_node *n = fs_node_get_locked(fs, ino);
+	return n && n->kind == FS_K_IMG ? n : NULL;
+}
+
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs_ctx *fs = fuse_req_userdata(req);
+	int x = xa_find(name), err = -ENODATA;
+	char *v = NULL;
+	if (x >= 0) {
+		pthread_mutex_lock(&fs->lock);
+		struct fs_node *n = img_node_locked(fs, ino);
+		if (n)
+			v = xa_value_locked(fs, n, x, &err);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	if (!v) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	size_t len = strlen(v);
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, v, len);
+	free(v);
+}
+
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs_ctx *fs = fuse_req_userdata(req);
+	char list[256];
+	size_t len = 0;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = img_node_locked(fs, ino);
+	for (int x = 0; n && x < XA_N; x++) {
+		int err;
+		char *v = xa_value_locked(fs, n, x, &err);
+		if (!v)
+			continue;
+		free(v);
+		size_t l = strlen(xa_names[x]) + 1;
+		memcpy(list + len, xa_names[x], l);
+		len += l;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, list, len);
+}
+
+/* Validates a value for a writable attribute; *norm receives what is stored/sent. */
+static int xa_validate(int x, const char *value, size_t size, char **norm)
+{
+	*norm = NULL;
+	if (x == XA_META) {
+		int rc = api_json_object_normalize(value, size, norm);
+		if (rc < 0)
+			return rc;
+		if (strlen(*norm) > API_MAX_METADATA_BYTES) {
+			free(*norm);
+			*norm = NULL;
+			return -E2BIG;
+		}
+		return 0;
+	}
+	if (x == XA_CREATOR) {
+		if (size > API_MAX_CREATOR_LEN)
+			return -E2BIG;
+		if (memchr(value, '\0', size))
+			return -EINVAL;
+		*norm = strndup(value, size);
+		return *norm ? 0 : -ENOMEM;
+	}
+	/* requireSignedURLs; a trailing newline (echo) is tolerated */
+	if (size && value[size - 1] == '\n')
+		size--;
+	if (size == 4 && memcmp(value, "true", 4) == 0)
+		*norm = strdup("true");
+	else if (size == 5 && memcmp(value, "false", 5) == 0)
+		*norm = strdup("false");
+	else
+		return -EINVAL;
+	return *norm ? 0 : -ENOMEM;
+}
+
+static int xa_exists_locked(struct fs_node *n, int x)
+{
+	const struct fs_img_extra *e = n->u.img;
+	if (x == XA_META)
+		return e && e->meta;
+	if (x == XA_CREATOR)
+		return e && e->creator;
+	return 1;
+}
+
+/* Stores a value on a node not uploaded yet (it goes with the upload). */
+static int xa_store_locked(struct fs_node *n, int x, char *norm)
+{
+	struct fs_img_extra *e = fs_node_extra_locked(n);
+	if (!e) {
+		free(norm);
+		return -ENOMEM;
+	}
+	if (x == XA_RSU) {
+		n->flags &= ~FS_NF_RSU;
+		if (norm && strcmp(norm, "true") == 0)
+			n->flags |= FS_NF_RSU;
+		free(norm);
+	} else {
+		char **slot = x == XA_META ? &e->meta : &e->creator;
+		free(*slot);
+		*slot = norm && *norm && strcmp(norm, "{}") ? norm : (free(norm), NULL);
+	}
+	fs_node_extra_trim_locked(n);
+	return 0;
+}
+
+/* Applies x = norm (NULL = clear) to n: stored if pending, else one PATCH. Takes norm. */
+static int xa_apply(struct fs_ctx *fs, fuse_ino_t ino, int x, char *norm, int flags)
+{
+	struct api_image_patch p = {.require_signed_urls = -1};
+	struct api_image img;
+	struct api_err err;
+	int rc = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = img_node_locked(fs, ino);
+	if (!n)
+		rc = -ENOENT;
+	else if ((flags & XATTR_CREATE) && xa_exists_locked(n, x))
+		rc = -EEXIST;
+	else if ((flags & XATTR_REPLACE) && !xa_exists_locked(n, x))
+		rc = -ENODATA;
+	else if (n->flags & FS_NF_PENDING) {
+		rc = xa_store_locked(n, x, norm);
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
+	}
+	char *id = rc == 0 ? fs_node_id_locked(fs, n) : NULL;
+	char *path = rc == 0 ? fs_node_path_locked(fs, n) : NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (rc == 0 && (!id || !path))
+		rc = -ENOMEM;
+	if (rc < 0)
+		goto out;
+	if (x == XA_META)
+		p.metadata_json = norm ? norm : "{}";
+	else if (x == XA_CREATOR)
+		p.creator = norm ? norm : "";
+	else
+		p.require_signed_urls = norm && strcmp(norm, "true") == 0;
+	rc = api_image_edit(fs->api, id, &p, &img, &err);
+	if (rc < 0) {
+		fs_log_api("set attributes of", path, rc, &err);
+		goto out;
+	}
+	pthread_mutex_lock(&fs->lock);
+	n = img_node_locked(fs, ino);
+	if (n)
+		fs_img_set_locked(fs, n, &img);
+	pthread_mutex_unlock(&fs->lock);
+	api_image_release(&img);
+out:
+	free(id);
+	free(path);
+	free(norm);
+	return rc;
+}
+
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags)
+{
+	struct fs_ctx *fs = fuse_req_userdata(req);
+	int x = xa_find(name);
+	char *norm = NULL;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	int is_img = img_node_locked(fs, ino) != NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (!is_img || x < 0)
+		rc = -ENOTSUP; /* security.*, system.*, trusted.*, unknown user.* */
+	else if (fs->cfg.ro)
+		rc = -EROFS;
+	else if (xa_readonly(x))
+		rc = -EPERM;
+	else if ((rc = xa_validate(x, value, size, &norm)) == 0)
+		rc = xa_apply(fs, ino, x, norm, flags);
+	if (rc == -EINVAL || rc == -E2BIG)
+		fs_log(FS_LOG_INFO, "refused %s on inode %llu: %s", name, (unsigned long long)ino,
+		       rc == -E2BIG ? "value too large (limit 1024 bytes)"
+				    : (x == XA_META ? "not a JSON object" : "invalid value"));
+	fuse_reply_err(req, -rc);
+}
+
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct fs_ctx *fs = fuse_req_userdata(req);
+	int x = xa_find(name), rc;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = img_node_locked(fs, ino);
+	int exists = n && x >= 0 && xa_exists_locked(n, x);
+	pthread_mutex_unlock(&fs->lock);
+	if (!n || x < 0)
+		rc = -ENODATA;
+	else if (fs->cfg.ro)
+		rc = -EROFS;
+	else if (xa_readonly(x) || x == XA_RSU)
+		rc = -EPERM; /* requireSignedURLs is always present: set it to "false" */
+	else if (!exists)
+		rc = -ENODATA;
+	else
+		rc = xa_apply(fs, ino, x, NULL, 0);
+	fuse_reply_err(req, -rc);
+}
