@@ -147,6 +147,19 @@ struct fs_ctx {
 	int64_t statfs_ms;  /* monotonic ms of the cached stats */
 	struct api_stats statfs_cache;
 	uint32_t skipped_ids; /* listed ids that cannot be shown as paths */
+
+	/* Kernel dentry invalidations, sent by their own thread (never from a request
+	 * handler: that can deadlock). Guarded by lock. */
+	struct fs_inval *inval_head, **inval_tail;
+	pthread_cond_t inval_cond;
+	pthread_t inval_thread;
+	int inval_running, inval_stop;
+};
+
+struct fs_inval {
+	struct fs_inval *next;
+	fuse_ino_t parent;
+	char name[];
 };
 
 struct fs_tomb {
@@ -190,6 +203,11 @@ void fs_node_unlink_locked(struct fs_ctx *fs, struct fs_node *n);
  * NULL on allocation failure (n unchanged). Requires n->nopen == 0 and no children. */
 struct fs_node *fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *dir,
 				    const char *name);
+/* Like fs_node_unlink_locked for removals the kernel did not ask for (listing sweeps, images
+ * found gone, failed creations): also tells the kernel to drop its cached dentry. */
+void fs_node_drop_locked(struct fs_ctx *fs, struct fs_node *n);
+int fs_inval_start(struct fs_ctx *fs);
+void fs_inval_stop(struct fs_ctx *fs);
 void fs_node_forget_locked(struct fs_ctx *fs, struct fs_node *n, uint64_t nlookup);
 void fs_node_release_open_locked(struct fs_ctx *fs, struct fs_node *n);
 /* Frees n if it is unlinked and unreferenced. */

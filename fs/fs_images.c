@@ -168,7 +168,7 @@ static void drop_gone(struct fs_ctx *fs, struct fs_node *n, int64_t version)
 	pthread_mutex_lock(&fs->lock);
 	if ((n->flags & FS_NF_LINKED) && n->uploaded_ms == version && !(n->u.img && n->u.img->w)) {
 		struct fs_node *dir = n->parent;
-		fs_node_unlink_locked(fs, n);
+		fs_node_drop_locked(fs, n);
 		if (!dir->u.first_child && dir->ino != FS_INO_IMAGES)
 			dir->flags |= FS_NF_LOCALDIR;
 	}

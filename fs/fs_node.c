@@ -451,3 +451,71 @@ void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entr
 	e->entry_timeout = fs->ttl;
 	n->nlookup++;
 }
+
+/* ---- kernel dentry invalidation ---------------------------------------------------- */
+
+void fs_node_drop_locked(struct fs_ctx *fs, struct fs_node *n)
+{
+	if (!(n->flags & FS_NF_LINKED))
+		return;
+	if (fs->inval_running) {
+		size_t len = strlen(n->name);
+		struct fs_inval *iv = malloc(sizeof(*iv) + len + 1);
+		if (iv) {
+			iv->next = NULL;
+			iv->parent = n->parent->ino;
+			memcpy(iv->name, n->name, len + 1);
+			*fs->inval_tail = iv;
+			fs->inval_tail = &iv->next;
+			pthread_cond_signal(&fs->inval_cond);
+		}
+	}
+	fs_node_unlink_locked(fs, n);
+}
+
+static void *inval_main(void *arg)
+{
+	struct fs_ctx *fs = arg;
+	pthread_mutex_lock(&fs->lock);
+	for (;;) {
+		while (!fs->inval_head && !fs->inval_stop)
+			pthread_cond_wait(&fs->inval_cond, &fs->lock);
+		struct fs_inval *iv = fs->inval_head;
+		if (!iv)
+			break;
+		fs->inval_head = iv->next;
+		if (!fs->inval_head)
+			fs->inval_tail = &fs->inval_head;
+		pthread_mutex_unlock(&fs->lock);
+		if (!fs->inval_stop)
+			fuse_lowlevel_notify_inval_entry(fs->se, iv->parent, iv->name,
+							 strlen(iv->name));
+		free(iv);
+		pthread_mutex_lock(&fs->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+int fs_inval_start(struct fs_ctx *fs)
+{
+	fs->inval_tail = &fs->inval_head;
+	pthread_cond_init(&fs->inval_cond, NULL);
+	if (pthread_create(&fs->inval_thread, NULL, inval_main, fs) != 0)
+		return -EAGAIN;
+	fs->inval_running = 1;
+	return 0;
+}
+
+void fs_inval_stop(struct fs_ctx *fs)
+{
+	if (!fs->inval_running)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	fs->inval_stop = 1;
+	pthread_cond_signal(&fs->inval_cond);
+	pthread_mutex_unlock(&fs->lock);
+	pthread_join(fs->inval_thread, NULL);
+	fs->inval_running = 0;
+	pthread_cond_destroy(&fs->inval_cond);
+}

@@ -46,7 +46,7 @@ static void sweep_dir_locked(struct fs_ctx *fs, struct fs_node *dir, uint32_t ge
 	for (; c; c = next) {
 		next = c->next;
 		if (c->gen != gen && !(c->flags & FS_NF_PENDING))
-			fs_node_unlink_locked(fs, c);
+			fs_node_drop_locked(fs, c);
 	}
 }
 
@@ -421,7 +421,7 @@ void fs_special_release(struct fs_ctx *fs, struct fs_fh *fh)
 	fs_special_flush(fs, fh);
 	pthread_mutex_lock(&fs->lock);
 	if (fh->node->flags & FS_NF_PENDING)
-		fs_node_unlink_locked(fs, fh->node); /* a variant is never created empty */
+		fs_node_drop_locked(fs, fh->node); /* a variant is never created empty */
 	pthread_mutex_unlock(&fs->lock);
 }
 

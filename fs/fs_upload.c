@@ -457,7 +457,7 @@ static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, in
 		if (n && (n->flags & FS_NF_LINKED))
 			fs_img_set_locked(fs, n, &img);
 	} else if (n && (n->flags & FS_NF_LINKED) && !(n->u.img && n->u.img->w)) {
-		fs_node_unlink_locked(fs, n);
+		fs_node_drop_locked(fs, n);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (rc == 0) {
@@ -542,6 +542,23 @@ out:
 	return rc;
 }
 
+/* A new file whose upload failed leaves nothing behind, before close() returns (flush is
+ * synchronous; release is not), so the caller never sees a name that does not exist. */
+static void drop_failed_new(struct fs_ctx *fs, struct fs_node *n)
+{
+	char name[256];
+	fuse_ino_t parent = 0;
+	pthread_mutex_lock(&fs->lock);
+	if ((n->flags & FS_NF_PENDING) && (n->flags & FS_NF_LINKED)) {
+		parent = n->parent->ino;
+		snprintf(name, sizeof(name), "%s", n->name);
+		fs_node_unlink_locked(fs, n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (parent && fs->se) /* no lock held; flush holds no directory lock in the kernel */
+		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+}
+
 int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 {
 	struct fs_wstate *w = fh->w;
@@ -558,6 +575,8 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 		w->dirty = 0;
 	}
 	pthread_mutex_unlock(&w->lock);
+	if (rc < 0)
+		drop_failed_new(fs, fh->node);
 	return rc;
 }
 
@@ -573,11 +592,7 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 	int last = --w->refs == 0;
 	if (last) {
 		n->u.img->w = NULL;
-		/* A new file whose upload failed leaves nothing behind. */
-		if ((n->flags & FS_NF_PENDING) && w->err)
-			fs_node_unlink_locked(fs, n), n = NULL;
-		else
-			fs_node_extra_trim_locked(n);
+		fs_node_extra_trim_locked(n);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (last)

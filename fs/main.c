@@ -471,6 +471,8 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		fs_log(FS_LOG_ERR, "cannot start; unmounting");
 		goto out_unmount;
 	}
+	if (fs_inval_start(fs) < 0)
+		goto out_unmount;
 	fs_log(FS_LOG_INFO, "mounted account %s at %s", fs->cfg.account, fs->cfg.mountpoint);
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	if (!lc)
@@ -480,6 +482,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 	rc = fuse_session_loop_mt(fs->se, lc) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(lc);
 out_unmount:
+	fs_inval_stop(fs);
 	fuse_session_unmount(fs->se);
 out_signals:
 	fuse_remove_signal_handlers(fs->se);

@@ -1,0 +1,188 @@
+# shellcheck shell=bash
+# tests/e2e/lib.sh - helpers for the end-to-end mount tests (sourced by t_fs_*.sh).
+#
+# Each test starts its own emulator on a free port with a temporary data directory and a
+# random token, mounts with the token in the environment (never in argv), and cleans up
+# everything it started in an EXIT trap: unmount (fusermount3 -u, then -uz), kill, rm -rf.
+# Mounts run with -f in the background so the daemon's exit status is observed: a daemon
+# that exits non-zero (e.g. an AddressSanitizer leak report) fails the test at unmount.
+#
+# Binaries come from $IMAGESFS_BIN. Exit 77 (skip) only when /dev/fuse is missing.
+
+set -u
+
+if [[ ! -e /dev/fuse ]]; then
+	echo "SKIP: /dev/fuse is missing"
+	exit 77
+fi
+: "${IMAGESFS_BIN:?IMAGESFS_BIN must point to the bin directory of a build}"
+
+E2E_T=$(mktemp -d "${TMPDIR:-/tmp}/imagesfs-e2e.XXXXXX")
+ACCOUNT=0123456789abcdef0123456789abcdef
+IMAGESFS_EMULATOR_TOKEN="test-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+export IMAGESFS_EMULATOR_TOKEN
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=86}
+unset CLOUDFLARE_API_TOKEN CLOUDFLARE_API_KEY CLOUDFLARE_EMAIL CLOUDFLARE_BASE_URL
+EMU_PID="" EMU_URL="" EMU_ADMIN=""
+declare -A FS_PID=() FS_LOG=()
+E2E_FAILED=0
+
+log() { echo "--- $*"; }
+
+fail() {
+	echo "FAIL: $*" >&2
+	E2E_FAILED=1
+	exit 1
+}
+
+e2e_cleanup() {
+	local rc=$? m
+	for m in "${!FS_PID[@]}"; do
+		fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
+		kill "${FS_PID[$m]}" 2>/dev/null
+		if [[ $rc -ne 0 && -s ${FS_LOG[$m]} ]]; then
+			echo "--- daemon log of $m:" >&2
+			tail -n 40 "${FS_LOG[$m]}" >&2
+		fi
+	done
+	if [[ -n $EMU_PID ]]; then
+		kill "$EMU_PID" 2>/dev/null
+		wait "$EMU_PID" 2>/dev/null
+	fi
+	rm -rf "$E2E_T"
+	exit "$rc"
+}
+trap e2e_cleanup EXIT
+trap 'exit 1' INT TERM
+
+# emu_start [extra emulator args...]: starts the emulator, sets EMU_URL and EMU_ADMIN.
+emu_start() {
+	mkdir -p "$E2E_T/data"
+	"$IMAGESFS_BIN/imagesfs-emulator" --listen 127.0.0.1:0 --data "$E2E_T/data" \
+		--account "$ACCOUNT" "$@" >"$E2E_T/emu.out" 2>"$E2E_T/emu.err" &
+	EMU_PID=$!
+	local i
+	for ((i = 0; i < 100; i++)); do
+		EMU_URL=$(head -n 1 "$E2E_T/emu.out" 2>/dev/null)
+		[[ $EMU_URL == http://* ]] && break
+		kill -0 "$EMU_PID" 2>/dev/null || fail "emulator exited: $(cat "$E2E_T/emu.err")"
+		sleep 0.1
+	done
+	[[ $EMU_URL == http://* ]] || fail "emulator did not start"
+	EMU_ADMIN=${EMU_URL%/client/v4}/__emulator
+}
+
+# mount_fs MOUNTPOINT [-o-options]: mounts in the foreground (background job), waits.
+mount_fs() {
+	local mnt=$1 opts=${2:-}
+	mkdir -p "$mnt"
+	local log="$E2E_T/fs-$(basename "$mnt").log"
+	CLOUDFLARE_API_TOKEN=$IMAGESFS_EMULATOR_TOKEN "$IMAGESFS_BIN/mount.imagesfs" "$ACCOUNT" \
+		"$mnt" -f -o "api_url=$EMU_URL,cache_dir=$E2E_T/cache${opts:+,$opts}" \
+		>"$log" 2>&1 &
+	FS_PID[$mnt]=$!
+	FS_LOG[$mnt]=$log
+	local i
+	for ((i = 0; i < 200; i++)); do
+		mountpoint -q "$mnt" && return 0
+		kill -0 "${FS_PID[$mnt]}" 2>/dev/null || { cat "$log" >&2; fail "mount of $mnt failed"; }
+		sleep 0.05
+	done
+	fail "mount of $mnt did not appear"
+}
+
+# umount_fs MOUNTPOINT: unmounts and checks that the daemon exited 0 (no leaks, no crash).
+umount_fs() {
+	local mnt=$1 pid=${FS_PID[$1]} i rc
+	fusermount3 -u "$mnt" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		mountpoint -q "$mnt" || break
+		sleep 0.1
+		fusermount3 -u "$mnt" 2>/dev/null
+	done
+	mountpoint -q "$mnt" && { fusermount3 -uz "$mnt"; fail "$mnt stayed mounted"; }
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$pid"
+	rc=$?
+	unset "FS_PID[$mnt]"
+	if [[ $rc -ne 0 ]]; then
+		cat "${FS_LOG[$mnt]}" >&2
+		fail "mount.imagesfs for $mnt exited with $rc"
+	fi
+}
+
+# Admin endpoint helpers.
+emu_stats_reset() { curl -fsS -X POST "$EMU_ADMIN/stats/reset" >/dev/null || fail "stats reset"; }
+# emu_op NAME: count of one API operation (e.g. images.blob) since the last reset.
+emu_op() {
+	curl -fsS "$EMU_ADMIN/stats" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"].get(sys.argv[1], 0))' "$1"
+}
+emu_total() {
+	curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])'
+}
+# emu_seed COUNT [PREFIX] [SIZE]
+emu_seed() {
+	curl -fsS -X POST -d "{\"count\":$1,\"prefix\":\"${2:-seed-}\",\"size\":${3:-100}}" \
+		"$EMU_ADMIN/seed" >/dev/null || fail "seeding $1 images"
+}
+
+# expect_eq WHAT ACTUAL EXPECTED
+expect_eq() {
+	[[ "$2" == "$3" ]] || fail "$1: got '$2', expected '$3'"
+}
+
+# expect_errno ERRNAME PYTHON-CODE: the code must raise OSError with that errno.
+expect_errno() {
+	python3 - "$1" "$2" <<'EOF' || fail "errno check: $2"
+import errno, os, sys
+name, code = sys.argv[1], sys.argv[2]
+try:
+    exec(code)
+except OSError as e:
+    if e.errno == getattr(errno, name):
+        sys.exit(0)
+    print(f"expected {name}, got {errno.errorcode.get(e.errno, e.errno)}: {code}")
+    sys.exit(1)
+print(f"expected {name}, got success: {code}")
+sys.exit(1)
+EOF
+}
+
+# Test images, byte-exact and valid enough for the API's format sniffing.
+# make_png FILE [WIDTH] [HEIGHT] [SEED]
+make_png() {
+	python3 - "$1" "${2:-16}" "${3:-16}" "${4:-0}" <<'EOF'
+import struct, sys, zlib
+path, w, h, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+raw = b"".join(b"\x00" + bytes(((x * 7 + y * 13 + seed * 31) & 255) for x in range(w * 3))
+               for y in range(h))
+data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
+open(path, "wb").write(data)
+EOF
+}
+
+# make_jpeg FILE [SEED]: a baseline JFIF stream (SOI, APP0, COM, EOI).
+make_jpeg() {
+	python3 - "$1" "${2:-0}" <<'EOF'
+import struct, sys
+path, seed = sys.argv[1], int(sys.argv[2])
+app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+com = ("imagesfs test %d " % seed).encode() * 8
+data = (b"\xff\xd8" + b"\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0
+        + b"\xff\xfe" + struct.pack(">H", len(com) + 2) + com + b"\xff\xd9")
+open(path, "wb").write(data)
+EOF
+}
+
+# make_gif FILE: a 1x1 GIF89a.
+make_gif() {
+	python3 -c 'import base64,sys; open(sys.argv[1],"wb").write(base64.b64decode(
+	    "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="))' "$1"
+}
