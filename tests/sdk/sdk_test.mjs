@@ -430,6 +430,18 @@ await check('images.v1.list creator filter', async () => {
 	for (const i of raw) assert.equal(i.creator, 'sdk-bulk');
 });
 
+await check('images.v1.list page/per_page paging (read through page.result.images)', async () => {
+	const p1 = await cf.images.v1.list({ ...acct, page: 1, per_page: 10 });
+	const p2 = await cf.images.v1.list({ ...acct, page: 2, per_page: 10 });
+	const a = p1.result.images.map((i) => i.id);
+	const b = p2.result.images.map((i) => i.id);
+	assert.equal(a.length, 10);
+	assert.equal(b.length, 10);
+	assert.ok(!a.some((id) => b.includes(id)), 'pages 1 and 2 overlap');
+	const far = await cf.images.v1.list({ ...acct, page: 1000, per_page: 10 });
+	assert.deepEqual(far.result.images, []);
+});
+
 let ascIds = null;
 await check('images.v2.list per_page=10 with continuation_token, sort_order asc', async () => {
 	const seen = [];
@@ -480,6 +492,27 @@ await check('images.v2.list sort_order desc is the reverse of asc', async () => 
 		seen.slice(0, 10),
 		'default sort_order is not desc',
 	);
+});
+
+await check('images.v2.list creator filter', async () => {
+	const r = await cf.images.v2.list({ ...acct, per_page: 100, creator: 'sdk-creator' });
+	assert.deepEqual(r.images.map((i) => i.id), [CUSTOM_ID]);
+	assert.ok(!r.continuation_token);
+});
+
+await check('images.v2.list metadata filter meta.<field>[eq] (SDK sends meta.owner%5Beq%5D)', async () => {
+	// The SDK types `meta` as {'<field>[<operator>]': string}; its query encoder turns
+	// {meta: {'owner[eq]': 'sdk'}} into meta.owner[eq]=sdk, the API's documented form.
+	const r = await cf.images.v2.list({ ...acct, per_page: 100, meta: { 'owner[eq]': 'sdk' } });
+	assert.deepEqual(r.images.map((i) => i.id), [CUSTOM_ID], 'meta filter not applied');
+	const none = await cf.images.v2.list({ ...acct, per_page: 100, meta: { 'owner[eq]': 'nobody' } });
+	assert.deepEqual(none.images, []);
+	const err = await expectApiError(
+		() => cf.images.v2.list({ ...acct, per_page: 100, meta: { 'owner[not-eq]': 'sdk' } }),
+		APIError,
+		400,
+	);
+	assert.equal(errCode(err), 5400);
 });
 
 await check('images.v1.stats.get counts the images', async () => {
