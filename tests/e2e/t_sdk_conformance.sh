@@ -85,11 +85,31 @@ rc=$?
 if ((rc == 124)); then
 	echo "t_sdk_conformance: sdk_test.mjs timed out after 120 s" >&2
 fi
-if ((rc != 0)); then
-	echo "--- emulator stderr (last 30 lines):" >&2; tail -n 30 "$tmp/emu.err" >&2
-fi
 if ! kill -0 "$emu_pid" 2>/dev/null; then
 	echo "t_sdk_conformance: the emulator died during the test" >&2
 	((rc != 0)) || rc=1
+else
+	# Stop it ourselves so sanitizer reports (leaks at exit) land in emu.err before we look.
+	kill "$emu_pid" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$emu_pid" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$emu_pid" 2>/dev/null; then
+		echo "t_sdk_conformance: the emulator did not exit within 10 s of SIGTERM" >&2
+		((rc != 0)) || rc=1
+	else
+		wait "$emu_pid"
+		emu_rc=$?
+		emu_pid=
+		if ((emu_rc != 0)); then
+			echo "t_sdk_conformance: the emulator exited with status $emu_rc after SIGTERM" >&2
+			((rc != 0)) || rc=1
+		fi
+	fi
+fi
+if grep -qE 'Sanitizer|runtime error:' "$tmp/emu.err"; then
+	echo "t_sdk_conformance: sanitizer report from the emulator" >&2
+	((rc != 0)) || rc=1
+fi
+if ((rc != 0)); then
+	echo "--- emulator stderr (last 30 lines):" >&2; tail -n 30 "$tmp/emu.err" >&2
 fi
 exit "$rc"
