@@ -255,9 +255,7 @@ int fs_special_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_f
 	if (*out)
 		n->nopen++;
 	pthread_mutex_unlock(&fs->lock);
-	if (*out && writing)
-		(*out)->dirty = 1; /* O_TRUNC: an empty document is sent (and refused) at close */
-	return *out ? 0 : -ENOMEM;
+	return *out ? 0 : -ENOMEM; /* nothing written before close: the variant is unchanged */
 }
 
 static int create_key(struct fs_ctx *fs, struct fs_node *dir, const char *name,

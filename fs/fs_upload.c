@@ -31,7 +31,8 @@ struct fs_wstate {
 	int fd;               /* staged bytes; after an upload, the (adopted) cache file */
 	char *path;           /* staged path, NULL once adopted into the cache */
 	uint64_t size;
-	int dirty; /* bytes differ from the uploaded image (or there is none yet) */
+	int dirty;    /* bytes differ from the uploaded image (or there is none yet) */
+	int uploaded; /* an upload from this state succeeded: the node's size is exact */
 	int err;   /* sticky failure (EFBIG write, failed upload): returned, never uploaded */
 };
 
@@ -215,7 +216,7 @@ int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_inf
 		       path ? path : "?");
 		rc = -EPERM;
 	} else {
-		rc = attach_writer(fs, n, !pending, out);
+		rc = attach_writer(fs, n, 0, out); /* no write before close: unchanged */
 	}
 	free(path);
 	return rc;
@@ -534,6 +535,7 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
 	api_image_release(&img);
+	w->uploaded = 1;
 	fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path, (unsigned long long)w->size);
 out:
 	fs_attrs_release(&a);
@@ -592,6 +594,12 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 	int last = --w->refs == 0;
 	if (last) {
 		n->u.img->w = NULL;
+		if (!(n->flags & FS_NF_PENDING) && !w->uploaded) {
+			/* truncated but never replaced: the image is as it was */
+			n->flags &= ~FS_NF_SIZE;
+			n->flags |= FS_NF_INVAL;
+			n->size = 0;
+		}
 		fs_node_extra_trim_locked(n);
 	}
 	pthread_mutex_unlock(&fs->lock);

@@ -279,6 +279,17 @@ out:
 	return rc;
 }
 
+/* Read-only attributes are computed by the API at upload: on a file not uploaded yet (being
+ * created by cp -a or mv from another imagesfs mount) a set is accepted and ignored. */
+static int ro_attr_on_new(struct fs_ctx *fs, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = img_node_locked(fs, ino);
+	int pending = n && (n->flags & FS_NF_PENDING);
+	pthread_mutex_unlock(&fs->lock);
+	return pending ? 0 : -EPERM;
+}
+
 void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		    size_t size, int flags)
 {
@@ -295,7 +306,7 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 	else if (fs->cfg.ro)
 		rc = -EROFS;
 	else if (xa_readonly(x))
-		rc = -EPERM;
+		rc = ro_attr_on_new(fs, ino);
 	else if ((rc = xa_validate(x, value, size, &norm)) == 0)
 		rc = xa_apply(fs, ino, x, norm, flags);
 	if (rc == -EINVAL || rc == -E2BIG)
