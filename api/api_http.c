@@ -7,6 +7,15 @@
  * error; the whole call (attempts + waits) stays within max_attempts and retry_budget_ms.
  * JSON bodies are capped (r->max_json), blob bodies are capped (r->max_bytes) and checked
  * against Content-Length. The handle is taken from the pool for the duration of the call.
+ *
+ * Hidden re-sends: when a request on a reused keep-alive connection gets no response byte,
+ * libcurl silently re-sends it on a new connection. That is harmless for GET/PUT/PATCH,
+ * but it would repeat an anonymous upload (a duplicate image) and it hides from the retry
+ * logic that an earlier attempt may have acted (a DELETE would then report ENOENT, an
+ * upload with a custom id EEXIST, for something that succeeded). POST and DELETE therefore
+ * always open a fresh connection (CURLOPT_FRESH_CONNECT), where libcurl never re-sends, and
+ * every repetition goes through api_retry.c. The new connection stays cached for later
+ * requests; TLS sessions are shared, so the extra cost is one handshake round trip.
  */
 #include "api_internal.h"
 
@@ -225,6 +234,8 @@ static void set_body(struct api_req *r)
 	}
 	if (strcmp(r->method, "POST") != 0)
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
+	if (strcmp(r->method, "POST") == 0 || strcmp(r->method, "DELETE") == 0)
+		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L); /* see the note at the top */
 }
 
 static void setup_handle(struct api_client *c, struct api_req *r, struct curl_slist *hdrs,
