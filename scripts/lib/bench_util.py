@@ -14,8 +14,8 @@ usage:
       Prints the ids (one per line, sorted) of the images whose id starts with PREFIX.
   bench_util.py table ROWS.tsv HEADER.txt MARKDOWN_OUT
       Renders the result rows (tab-separated: section, measure, imagesfs, alternative,
-      ratio, target, result) as an aligned text table on stdout and as markdown, preceded by
-      HEADER.txt, into MARKDOWN_OUT.
+      ratio, target, result), ordered by section, as an aligned text table on stdout and as
+      markdown, preceded by HEADER.txt, into MARKDOWN_OUT.
 """
 import http.client
 import json
@@ -111,6 +111,7 @@ def cmd_table(args):
         for line in f:
             cells = line.rstrip("\n").split("\t")
             rows.append((cells + [""] * len(COLUMNS))[: len(COLUMNS)])
+    rows.sort(key=lambda r: r[0])  # by section; stable, so each keeps its run order
     with open(args[1], encoding="utf-8") as f:
         header = f.read().rstrip("\n")
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
