@@ -28,7 +28,7 @@
  * leaves the old or the new version of a file (stray temp files are removed at start);
  * deletes unlink. A write snapshots the current in-memory state under a per-file shard
  * mutex, so concurrent updates cannot leave an older state on disk. A request succeeds
- * only after its file is durable (seeding: one syncfs at the end instead of per file).
+ * only after its file is durable (seeding skips the per-file fsync, see emu_persist.c).
  *
  * Shutdown. SIGINT/SIGTERM are taken by sigwait() in main: pending delayed replies are
  * released, the daemon is stopped and every structure is freed (ASan leak-clean).
