@@ -37,8 +37,8 @@
 #define FS_INO_STATS 5
 
 #define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
-#define FS_NEG_TIMEOUT 1.0           /* seconds a negative lookup is cached by the kernel */
-#define FS_STATS_TTL_MS 5000         /* statfs answers reuse api_stats_get this long */
+#define FS_NEG_TIMEOUT 1.0	     /* seconds a negative lookup is cached by the kernel */
+#define FS_STATS_TTL_MS 5000	     /* statfs answers reuse api_stats_get this long */
 
 enum fs_kind {
 	FS_K_ROOT,
@@ -52,23 +52,23 @@ enum fs_kind {
 };
 
 /* Node flags. */
-#define FS_NF_LINKED 0x0001     /* has a name in the table */
-#define FS_NF_PENDING 0x0002    /* created here, not uploaded (images) / not created (variants) */
-#define FS_NF_SIZE 0x0004       /* size is exact */
-#define FS_NF_RSU 0x0008        /* requireSignedURLs */
+#define FS_NF_LINKED 0x0001	/* has a name in the table */
+#define FS_NF_PENDING 0x0002	/* created here, not uploaded (images) / not created (variants) */
+#define FS_NF_SIZE 0x0004	/* size is exact */
+#define FS_NF_RSU 0x0008	/* requireSignedURLs */
 #define FS_NF_NOFILENAME 0x0010 /* the image has no filename at all */
-#define FS_NF_VARRAW 0x0020     /* variant URLs differ from the account pattern: see extra */
-#define FS_NF_LOCALDIR 0x0040   /* directory made here (mkdir, or emptied by our own ops) */
-#define FS_NF_INVAL 0x0080      /* content changed: next open drops the kernel page cache */
+#define FS_NF_VARRAW 0x0020	/* variant URLs differ from the account pattern: see extra */
+#define FS_NF_LOCALDIR 0x0040	/* directory made here (mkdir, or emptied by our own ops) */
+#define FS_NF_INVAL 0x0080	/* content changed: next open drops the kernel page cache */
 
 struct fs_wstate;
 
 /* Per-image data that most images do not have; NULL when all members would be NULL. */
 struct fs_img_extra {
-	char *meta;         /* compact JSON object text, NULL = none */
-	char *creator;      /* NULL = none */
-	char *filename;     /* NULL = basename (or none, see FS_NF_NOFILENAME) */
-	char *variants_raw; /* "url\n"..., only with FS_NF_VARRAW */
+	char *meta;	     /* compact JSON object text, NULL = none */
+	char *creator;	     /* NULL = none */
+	char *filename;	     /* NULL = basename (or none, see FS_NF_NOFILENAME) */
+	char *variants_raw;  /* "url\n"..., only with FS_NF_VARRAW */
 	struct fs_wstate *w; /* staging state while being written; not owned (see fs_upload.c) */
 };
 
@@ -81,7 +81,7 @@ struct fs_node {
 	union {
 		struct fs_node *first_child; /* directories */
 		struct fs_img_extra *img;    /* FS_K_IMG */
-		char *doc;                   /* FS_K_VAR: document; FS_K_KEY: value + "\n" */
+		char *doc;		     /* FS_K_VAR: document; FS_K_KEY: value + "\n" */
 	} u;
 	uint64_t nlookup;
 	int64_t uploaded_ms; /* images: version; also mtime */
@@ -113,7 +113,7 @@ struct fs_config {
 
 struct fs_listing {
 	int64_t fresh_ms; /* monotonic ms of the last successful listing, 0 = never */
-	int busy;         /* a listing is in flight; others wait on fs->list_cond */
+	int busy;	  /* a listing is in flight; others wait on fs->list_cond */
 	uint32_t gen;
 };
 
@@ -140,11 +140,11 @@ struct fs_ctx {
 	struct fs_listing images, variants, keys;
 	struct fs_tomb *tombs; /* ids deleted while an images listing is in flight */
 	uint64_t n_images;
-	char *var_base;     /* "https://imagedelivery.net/<hash>/" learned from the listing */
-	char **var_names;   /* variant names of the account-wide URL pattern */
+	char *var_base;	  /* "https://imagedelivery.net/<hash>/" learned from the listing */
+	char **var_names; /* variant names of the account-wide URL pattern */
 	size_t n_var_names;
-	uint32_t var_gen;   /* images.gen when the pattern was learned */
-	int64_t statfs_ms;  /* monotonic ms of the cached stats */
+	uint32_t var_gen;  /* images.gen when the pattern was learned */
+	int64_t statfs_ms; /* monotonic ms of the cached stats */
 	struct api_stats statfs_cache;
 	uint32_t skipped_ids; /* listed ids that cannot be shown as paths */
 
@@ -173,10 +173,10 @@ enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR };
 struct fs_fh {
 	int kind;
 	int writable;
-	struct fs_node *node;  /* kept alive by nopen */
-	int fd;                /* FS_FH_BLOB: read-only cache fd, -1 = empty file */
-	struct fs_wstate *w;   /* FS_FH_STAGED */
-	char *buf;             /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
+	struct fs_node *node; /* kept alive by nopen */
+	int fd;		      /* FS_FH_BLOB: read-only cache fd, -1 = empty file */
+	struct fs_wstate *w;  /* FS_FH_STAGED */
+	char *buf;	      /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
 	size_t len, cap;
 	int dirty, is_new;
 };
@@ -213,7 +213,7 @@ void fs_node_release_open_locked(struct fs_ctx *fs, struct fs_node *n);
 /* Frees n if it is unlinked and unreferenced. */
 void fs_node_maybe_free_locked(struct fs_ctx *fs, struct fs_node *n);
 struct fs_img_extra *fs_node_extra_locked(struct fs_node *n); /* allocates when missing */
-void fs_node_extra_trim_locked(struct fs_node *n);            /* frees an all-NULL extra */
+void fs_node_extra_trim_locked(struct fs_node *n);	      /* frees an all-NULL extra */
 /* malloc'd image id ("album/a.jpg") of a node below images/, NULL on ENOMEM. */
 char *fs_node_id_locked(struct fs_ctx *fs, struct fs_node *n);
 /* malloc'd mount-relative path ("images/album/a.jpg") for log lines. */
@@ -260,14 +260,13 @@ void fs_img_create(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi,
 		      struct fs_fh **out);
 int fs_img_open_staged(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out);
-ssize_t fs_img_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size,
-		     off_t off);
+ssize_t fs_img_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size, off_t off);
 int fs_img_truncate(struct fs_ctx *fs, struct fs_fh *fh, off_t size);
 int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssize_t *got);
 int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh);
 void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh);
-int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname,
-		  struct fs_node *ndir, const char *nname, unsigned int flags);
+int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, struct fs_node *ndir,
+		  const char *nname, unsigned int flags);
 struct fs_attrs {
 	char *meta, *creator, *filename;
 	int rsu;

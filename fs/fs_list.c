@@ -212,8 +212,8 @@ void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_im
 	if (!img->filename)
 		n->flags |= FS_NF_NOFILENAME;
 	/* The first image of each listing may re-learn the pattern (variants changed). */
-	if (!fs->var_base || (fs->images.busy && fs->var_gen != fs->images.gen &&
-			      !var_matches_locked(fs, img))) {
+	if (!fs->var_base ||
+	    (fs->images.busy && fs->var_gen != fs->images.gen && !var_matches_locked(fs, img))) {
 		var_learn_locked(fs, img);
 		fs->var_gen = fs->images.gen;
 	}
@@ -366,11 +366,13 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 	malloc_trim(0);
 	if (rc < 0)
 		return fs_log_api("list", "images", rc, &err);
-	fs_log(FS_LOG_DEBUG, "listed %llu images in %d requests, %lld ms",
-	       (unsigned long long)n, requests, (long long)(fs_now_ms() - t0));
+	fs_log(FS_LOG_DEBUG, "listed %llu images in %d requests, %lld ms", (unsigned long long)n,
+	       requests, (long long)(fs_now_ms() - t0));
 	if (skipped)
-		fs_log(FS_LOG_WARN, "%u image ids cannot be shown as paths (empty, '.' or '..' "
+		fs_log(FS_LOG_WARN,
+		       "%u image ids cannot be shown as paths (empty, '.' or '..' "
 		       "components, components over 255 bytes, or a file and a directory of the "
-		       "same name) and are hidden", skipped);
+		       "same name) and are hidden",
+		       skipped);
 	return 0;
 }

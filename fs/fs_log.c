@@ -50,7 +50,8 @@ int fs_log_api(const char *op, const char *path, int rc, const struct api_err *e
 	char buf[384];
 
 	if (err && (err->http_status || err->curl_code || err->message[0]))
-		fs_log(FS_LOG_ERR, "cannot %s '%s': %s", op, path, api_err_str(err, buf, sizeof(buf)));
+		fs_log(FS_LOG_ERR, "cannot %s '%s': %s", op, path,
+		       api_err_str(err, buf, sizeof(buf)));
 	else
 		fs_log(FS_LOG_ERR, "cannot %s '%s': %s", op, path, strerror(-rc));
 	return rc;

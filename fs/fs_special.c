@@ -50,8 +50,8 @@ static void sweep_dir_locked(struct fs_ctx *fs, struct fs_node *dir, uint32_t ge
 	}
 }
 
-static struct fs_node *child_or_new_locked(struct fs_ctx *fs, struct fs_node *dir,
-					   const char *name, int kind)
+static struct fs_node *child_or_new_locked(struct fs_ctx *fs, struct fs_node *dir, const char *name,
+					   int kind)
 {
 	if (!fs_name_valid(name))
 		return NULL;
@@ -229,8 +229,10 @@ static int open_write_refused(struct fs_ctx *fs, struct fs_node *n, int flags)
 		return -EPERM;
 	}
 	if (!(flags & O_TRUNC)) {
-		fs_log(FS_LOG_INFO, "cannot open 'variants/%s' for writing without O_TRUNC: write "
-		       "the whole document", n->name);
+		fs_log(FS_LOG_INFO,
+		       "cannot open 'variants/%s' for writing without O_TRUNC: write "
+		       "the whole document",
+		       n->name);
 		return -EPERM;
 	}
 	return 0;
@@ -400,8 +402,10 @@ int fs_special_flush(struct fs_ctx *fs, struct fs_fh *fh)
 	snprintf(path, sizeof(path), "variants/%s", n->name);
 	int rc = api_variant_doc_parse(fh->buf ? fh->buf : "", fh->len, &opts, &never);
 	if (rc < 0) {
-		fs_log(FS_LOG_ERR, "cannot write '%s': not a variant document (expected "
-		       "{\"options\":{...},\"neverRequireSignedURLs\":false})", path);
+		fs_log(FS_LOG_ERR,
+		       "cannot write '%s': not a variant document (expected "
+		       "{\"options\":{...},\"neverRequireSignedURLs\":false})",
+		       path);
 		return rc;
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -432,7 +436,7 @@ static int unlink_variant(struct fs_ctx *fs, struct fs_node *dir, const char *na
 	snprintf(path, sizeof(path), "variants/%s", name);
 	if (strcmp(name, "public") == 0) {
 		fs_log(FS_LOG_INFO, "cannot remove 'variants/public': the API never deletes the "
-		       "public variant");
+				    "public variant");
 		return -EPERM;
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -481,8 +485,7 @@ int fs_special_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name)
 {
 	if (fs->cfg.ro)
 		return -EROFS;
-	return dir->kind == FS_K_VARDIR ? unlink_variant(fs, dir, name)
-					: unlink_key(fs, dir, name);
+	return dir->kind == FS_K_VARDIR ? unlink_variant(fs, dir, name) : unlink_key(fs, dir, name);
 }
 
 /* ---- statfs --------------------------------------------------------------------------- */

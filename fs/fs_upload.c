@@ -27,13 +27,13 @@
 
 struct fs_wstate {
 	pthread_mutex_t lock; /* serializes writes, truncates and uploads */
-	int refs;             /* guarded by fs->lock */
-	int fd;               /* staged bytes; after an upload, the (adopted) cache file */
-	char *path;           /* staged path, NULL once adopted into the cache */
+	int refs;	      /* guarded by fs->lock */
+	int fd;		      /* staged bytes; after an upload, the (adopted) cache file */
+	char *path;	      /* staged path, NULL once adopted into the cache */
 	uint64_t size;
 	int dirty;    /* bytes differ from the uploaded image (or there is none yet) */
 	int uploaded; /* an upload from this state succeeded: the node's size is exact */
-	int err;   /* sticky failure (EFBIG write, failed upload): returned, never uploaded */
+	int err;      /* sticky failure (EFBIG write, failed upload): returned, never uploaded */
 };
 
 void fs_attrs_release(struct fs_attrs *a)
@@ -211,7 +211,8 @@ int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_inf
 		       path ? path : "?");
 		rc = -EBUSY;
 	} else if (!pending && !(fi->flags & O_TRUNC)) {
-		fs_log(FS_LOG_INFO, "cannot open '%s' for writing: images cannot be edited in "
+		fs_log(FS_LOG_INFO,
+		       "cannot open '%s' for writing: images cannot be edited in "
 		       "place or appended to (open with O_TRUNC to replace the whole image)",
 		       path ? path : "?");
 		rc = -EPERM;
@@ -287,9 +288,10 @@ void fs_img_create(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 	if (!id)
 		rc = -ENOMEM;
 	else if (!fs_name_valid(name) || api_custom_id_valid(id) < 0) {
-		fs_log(FS_LOG_ERR, "cannot create 'images/%s': not a valid image id (ids are at "
-		       "most %d bytes, not UUID-shaped, without control characters)", id,
-		       API_MAX_ID_LEN);
+		fs_log(FS_LOG_ERR,
+		       "cannot create 'images/%s': not a valid image id (ids are at "
+		       "most %d bytes, not UUID-shaped, without control characters)",
+		       id, API_MAX_ID_LEN);
 		rc = -EINVAL;
 	} else
 		rc = create_node(fs, dir, name, &e, &fh);
@@ -354,8 +356,7 @@ static int write_too_big(struct fs_ctx *fs, struct fs_fh *fh, struct fs_wstate *
 	return -EFBIG;
 }
 
-ssize_t fs_img_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size,
-		     off_t off)
+ssize_t fs_img_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size, off_t off)
 {
 	struct fs_wstate *w = fh->w;
 	ssize_t rc;
@@ -422,12 +423,12 @@ static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_
 {
 	struct api_err err;
 	struct api_upload up = {
-		.id = id,
-		.fd = fd,
-		.filename = filename,
-		.metadata_json = a->meta,
-		.creator = a->creator,
-		.require_signed_urls = a->rsu ? 1 : -1,
+	    .id = id,
+	    .fd = fd,
+	    .filename = filename,
+	    .metadata_json = a->meta,
+	    .creator = a->creator,
+	    .require_signed_urls = a->rsu ? 1 : -1,
 	};
 	int rc = api_image_upload(fs->api, &up, out, &err);
 	if (rc < 0)
@@ -729,8 +730,8 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	return rc;
 }
 
-int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname,
-		  struct fs_node *ndir, const char *nname, unsigned int flags)
+int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, struct fs_node *ndir,
+		  const char *nname, unsigned int flags)
 {
 	struct rn_side src, dst;
 	struct api_image img;

@@ -27,8 +27,8 @@
 enum xa { XA_META, XA_CREATOR, XA_RSU, XA_FILENAME, XA_UPLOADED, XA_VARIANTS, XA_N };
 
 static const char *const xa_names[XA_N] = {
-	"user.metadata", "user.creator",  "user.requireSignedURLs",
-	"user.filename", "user.uploaded", "user.variants",
+    "user.metadata", "user.creator",  "user.requireSignedURLs",
+    "user.filename", "user.uploaded", "user.variants",
 };
 
 static int xa_find(const char *name)

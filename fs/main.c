@@ -36,55 +36,58 @@ enum {
 	KEY_VERSION,
 };
 
-#define OPT(t, p) {t, offsetof(struct fs_config, p), 1}
+#define OPT(t, p)                                                                                  \
+	{                                                                                          \
+		t, offsetof(struct fs_config, p), 1                                                \
+	}
 static const struct fuse_opt fs_opt_table[] = {
-	OPT("api_url=%s", api_url),
-	OPT("cache_dir=%s", cache_dir),
-	OPT("cache_size=%s", cache_size),
-	OPT("dir_ttl=%d", dir_ttl),
-	OPT("credentials=%s", credentials),
-	OPT("ca_file=%s", ca_file),
-	OPT("rate_limit=%s", rate_limit),
-	OPT("umask=%s", umask_str),
-	OPT("uid=%d", uid),
-	OPT("gid=%d", gid),
-	FUSE_OPT_KEY("-f", KEY_FG),
-	FUSE_OPT_KEY("-d", KEY_DEBUG),
-	FUSE_OPT_KEY("ro", KEY_RO),
-	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
-	FUSE_OPT_KEY("-h", KEY_HELP),
-	FUSE_OPT_KEY("--help", KEY_HELP),
-	FUSE_OPT_KEY("-V", KEY_VERSION),
-	FUSE_OPT_KEY("--version", KEY_VERSION),
-	/* mount(8)-only options: meaningless to a FUSE daemon */
-	FUSE_OPT_KEY("rw", KEY_DISCARD),
-	FUSE_OPT_KEY("defaults", KEY_DISCARD),
-	FUSE_OPT_KEY("_netdev", KEY_DISCARD),
-	FUSE_OPT_KEY("nofail", KEY_DISCARD),
-	FUSE_OPT_KEY("noauto", KEY_DISCARD),
-	FUSE_OPT_KEY("auto", KEY_DISCARD),
-	FUSE_OPT_KEY("user", KEY_DISCARD),
-	FUSE_OPT_KEY("users", KEY_DISCARD),
-	FUSE_OPT_KEY("nouser", KEY_DISCARD),
-	FUSE_OPT_KEY("nodev", KEY_DISCARD),
-	FUSE_OPT_KEY("dev", KEY_DISCARD),
-	FUSE_OPT_KEY("nosuid", KEY_DISCARD),
-	FUSE_OPT_KEY("suid", KEY_DISCARD),
-	FUSE_OPT_KEY("exec", KEY_DISCARD),
-	FUSE_OPT_KEY("noexec", KEY_DISCARD),
-	FUSE_OPT_KEY("noatime", KEY_DISCARD),
-	FUSE_OPT_KEY("atime", KEY_DISCARD),
-	FUSE_OPT_KEY("relatime", KEY_DISCARD),
-	FUSE_OPT_KEY("x-systemd.", KEY_DISCARD),
-	/* secrets never go in argv (visible in ps, shell history, fstab) */
-	FUSE_OPT_KEY("token=", KEY_SECRET),
-	FUSE_OPT_KEY("api_token=", KEY_SECRET),
-	FUSE_OPT_KEY("key=", KEY_SECRET),
-	FUSE_OPT_KEY("api_key=", KEY_SECRET),
-	FUSE_OPT_KEY("auth_key=", KEY_SECRET),
-	FUSE_OPT_KEY("password=", KEY_SECRET),
-	FUSE_OPT_KEY("secret=", KEY_SECRET),
-	FUSE_OPT_END,
+    OPT("api_url=%s", api_url),
+    OPT("cache_dir=%s", cache_dir),
+    OPT("cache_size=%s", cache_size),
+    OPT("dir_ttl=%d", dir_ttl),
+    OPT("credentials=%s", credentials),
+    OPT("ca_file=%s", ca_file),
+    OPT("rate_limit=%s", rate_limit),
+    OPT("umask=%s", umask_str),
+    OPT("uid=%d", uid),
+    OPT("gid=%d", gid),
+    FUSE_OPT_KEY("-f", KEY_FG),
+    FUSE_OPT_KEY("-d", KEY_DEBUG),
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    /* mount(8)-only options: meaningless to a FUSE daemon */
+    FUSE_OPT_KEY("rw", KEY_DISCARD),
+    FUSE_OPT_KEY("defaults", KEY_DISCARD),
+    FUSE_OPT_KEY("_netdev", KEY_DISCARD),
+    FUSE_OPT_KEY("nofail", KEY_DISCARD),
+    FUSE_OPT_KEY("noauto", KEY_DISCARD),
+    FUSE_OPT_KEY("auto", KEY_DISCARD),
+    FUSE_OPT_KEY("user", KEY_DISCARD),
+    FUSE_OPT_KEY("users", KEY_DISCARD),
+    FUSE_OPT_KEY("nouser", KEY_DISCARD),
+    FUSE_OPT_KEY("nodev", KEY_DISCARD),
+    FUSE_OPT_KEY("dev", KEY_DISCARD),
+    FUSE_OPT_KEY("nosuid", KEY_DISCARD),
+    FUSE_OPT_KEY("suid", KEY_DISCARD),
+    FUSE_OPT_KEY("exec", KEY_DISCARD),
+    FUSE_OPT_KEY("noexec", KEY_DISCARD),
+    FUSE_OPT_KEY("noatime", KEY_DISCARD),
+    FUSE_OPT_KEY("atime", KEY_DISCARD),
+    FUSE_OPT_KEY("relatime", KEY_DISCARD),
+    FUSE_OPT_KEY("x-systemd.", KEY_DISCARD),
+    /* secrets never go in argv (visible in ps, shell history, fstab) */
+    FUSE_OPT_KEY("token=", KEY_SECRET),
+    FUSE_OPT_KEY("api_token=", KEY_SECRET),
+    FUSE_OPT_KEY("key=", KEY_SECRET),
+    FUSE_OPT_KEY("api_key=", KEY_SECRET),
+    FUSE_OPT_KEY("auth_key=", KEY_SECRET),
+    FUSE_OPT_KEY("password=", KEY_SECRET),
+    FUSE_OPT_KEY("secret=", KEY_SECRET),
+    FUSE_OPT_END,
 };
 
 struct fs_creds {
@@ -93,23 +96,25 @@ struct fs_creds {
 
 static void usage(void)
 {
-	printf("usage: mount.imagesfs ACCOUNT_ID MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
-	       "\n"
-	       "Credentials (never on the command line):\n"
-	       "  CLOUDFLARE_API_TOKEN, or CLOUDFLARE_API_KEY + CLOUDFLARE_EMAIL in the environment,\n"
-	       "  or -o credentials=FILE (mode 0600 or stricter): the token on the first line, or\n"
-	       "  lines token=..., or email=... and key=...\n"
-	       "\n"
-	       "Options:\n"
-	       "  api_url=URL        API base (default " FS_DEFAULT_API_URL "; env CLOUDFLARE_BASE_URL)\n"
-	       "  cache_dir=DIR      blob cache (default $XDG_CACHE_HOME/imagesfs/ACCOUNT)\n"
-	       "  cache_size=SIZE    cache cap, K/M/G suffixes (default 1G)\n"
-	       "  dir_ttl=SECONDS    how long a listing is trusted (default 60)\n"
-	       "  ca_file=FILE       CA bundle for https\n"
-	       "  rate_limit=N       client-side requests per second\n"
-	       "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
-	       "  -f                 stay in the foreground (log to stderr)\n"
-	       "  -d                 debug log (implies -f)\n");
+	printf(
+	    "usage: mount.imagesfs ACCOUNT_ID MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
+	    "\n"
+	    "Credentials (never on the command line):\n"
+	    "  CLOUDFLARE_API_TOKEN, or CLOUDFLARE_API_KEY + CLOUDFLARE_EMAIL in the environment,\n"
+	    "  or -o credentials=FILE (mode 0600 or stricter): the token on the first line, or\n"
+	    "  lines token=..., or email=... and key=...\n"
+	    "\n"
+	    "Options:\n"
+	    "  api_url=URL        API base (default " FS_DEFAULT_API_URL
+	    "; env CLOUDFLARE_BASE_URL)\n"
+	    "  cache_dir=DIR      blob cache (default $XDG_CACHE_HOME/imagesfs/ACCOUNT)\n"
+	    "  cache_size=SIZE    cache cap, K/M/G suffixes (default 1G)\n"
+	    "  dir_ttl=SECONDS    how long a listing is trusted (default 60)\n"
+	    "  ca_file=FILE       CA bundle for https\n"
+	    "  rate_limit=N       client-side requests per second\n"
+	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
+	    "  -f                 stay in the foreground (log to stderr)\n"
+	    "  -d                 debug log (implies -f)\n");
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -166,11 +171,28 @@ static int parse_size(const char *s, uint64_t *out)
 		return -EINVAL;
 	uint64_t mul = 1;
 	switch (*end) {
-	case 'k': case 'K': mul = 1ull << 10; end++; break;
-	case 'm': case 'M': mul = 1ull << 20; end++; break;
-	case 'g': case 'G': mul = 1ull << 30; end++; break;
-	case 't': case 'T': mul = 1ull << 40; end++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		mul = 1ull << 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		mul = 1ull << 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		mul = 1ull << 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		mul = 1ull << 40;
+		end++;
+		break;
+	default:
+		break;
 	}
 	if (*end == 'B' || *end == 'b')
 		end++;
@@ -246,8 +268,10 @@ static int creds_from_file(const char *file, struct fs_creds *c)
 		return -1;
 	}
 	if (st.st_mode & 077) {
-		fprintf(stderr, "mount.imagesfs: credentials file '%s' is readable by group or "
-			"others (mode %o); chmod 600 it\n", file, (unsigned)(st.st_mode & 07777));
+		fprintf(stderr,
+			"mount.imagesfs: credentials file '%s' is readable by group or "
+			"others (mode %o); chmod 600 it\n",
+			file, (unsigned)(st.st_mode & 07777));
 		close(fd);
 		return -1;
 	}
@@ -262,8 +286,10 @@ static int creds_from_file(const char *file, struct fs_creds *c)
 	int rc = creds_parse(buf, c);
 	explicit_bzero(buf, sizeof(buf));
 	if (rc < 0) {
-		fprintf(stderr, "mount.imagesfs: credentials file '%s' holds no token (first line, "
-			"or token=...) and no email=... + key=... pair\n", file);
+		fprintf(stderr,
+			"mount.imagesfs: credentials file '%s' holds no token (first line, "
+			"or token=...) and no email=... + key=... pair\n",
+			file);
 		creds_free(c);
 		return -1;
 	}
@@ -283,7 +309,8 @@ static int creds_load(const struct fs_config *cfg, struct fs_creds *c)
 		c->key = strdup(k);
 		c->email = strdup(e);
 	} else {
-		fprintf(stderr, "mount.imagesfs: no credentials: set CLOUDFLARE_API_TOKEN (or "
+		fprintf(stderr,
+			"mount.imagesfs: no credentials: set CLOUDFLARE_API_TOKEN (or "
 			"CLOUDFLARE_API_KEY and CLOUDFLARE_EMAIL), or use -o credentials=FILE\n");
 		return -1;
 	}
@@ -394,15 +421,15 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 static int api_open(struct fs_ctx *fs, const struct fs_creds *c, double rate)
 {
 	struct api_config ac = {
-		.base_url = fs->cfg.api_url,
-		.account_id = fs->cfg.account,
-		.token = c->token,
-		.auth_email = c->email,
-		.auth_key = c->key,
-		.ca_file = fs->cfg.ca_file,
-		.rate_per_sec = rate,
-		.verbose = fs->cfg.debug,
-		.user_agent = "imagesfs/0.1.0",
+	    .base_url = fs->cfg.api_url,
+	    .account_id = fs->cfg.account,
+	    .token = c->token,
+	    .auth_email = c->email,
+	    .auth_key = c->key,
+	    .ca_file = fs->cfg.ca_file,
+	    .rate_per_sec = rate,
+	    .verbose = fs->cfg.debug,
+	    .user_agent = "imagesfs/0.1.0",
 	};
 	return api_client_new(&ac, &fs->api);
 }
@@ -433,9 +460,9 @@ static int cache_open_cfg(struct fs_ctx *fs, uint64_t bytes)
 
 static void config_free(struct fs_config *cfg)
 {
-	char **s[] = {&cfg->account,     &cfg->mountpoint, &cfg->api_url,   &cfg->cache_dir,
-		      &cfg->cache_size,  &cfg->credentials, &cfg->ca_file,  &cfg->rate_limit,
-		      &cfg->umask_str};
+	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
+		      &cfg->cache_dir, &cfg->cache_size, &cfg->credentials,
+		      &cfg->ca_file,   &cfg->rate_limit, &cfg->umask_str};
 	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
 		free(*s[i]);
 		*s[i] = NULL;

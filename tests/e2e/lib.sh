@@ -25,13 +25,11 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=86}
 unset CLOUDFLARE_API_TOKEN CLOUDFLARE_API_KEY CLOUDFLARE_EMAIL CLOUDFLARE_BASE_URL
 EMU_PID="" EMU_URL="" EMU_ADMIN=""
 declare -A FS_PID=() FS_LOG=()
-E2E_FAILED=0
 
 log() { echo "--- $*"; }
 
 fail() {
 	echo "FAIL: $*" >&2
-	E2E_FAILED=1
 	exit 1
 }
 
@@ -76,7 +74,8 @@ emu_start() {
 mount_fs() {
 	local mnt=$1 opts=${2:-}
 	mkdir -p "$mnt"
-	local log="$E2E_T/fs-$(basename "$mnt").log"
+	local log
+	log="$E2E_T/fs-$(basename "$mnt").log"
 	CLOUDFLARE_API_TOKEN=$IMAGESFS_EMULATOR_TOKEN "$IMAGESFS_BIN/mount.imagesfs" "$ACCOUNT" \
 		"$mnt" -f -o "api_url=$EMU_URL,cache_dir=$E2E_T/cache${opts:+,$opts}" \
 		>"$log" 2>&1 &

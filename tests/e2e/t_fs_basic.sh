@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Listing, reading and uploading through a real mount, with API request counts.
+# shellcheck disable=SC2009,SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 emu_start

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # A tiny cache_size: reads stay byte-exact and the cache directory never grows past the cap.
+# shellcheck disable=SC2009,SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 emu_start

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Mounting: failures are fast and clear, secrets stay out of argv, credentials files are
 # checked, daemon mode returns when ready, remount reads cached blobs without network, ro.
+# shellcheck disable=SC2009,SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 emu_start

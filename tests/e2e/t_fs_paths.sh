@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Sub-paths, rename, replace (and restore on a failed replace).
+# shellcheck disable=SC2009,SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 emu_start

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # 10,000 images listed with one or two list requests and no per-file requests; daemon memory
 # per listed image; 8 processes copying in and reading out at once.
+# shellcheck disable=SC2009,SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 emu_start --allowed 100000

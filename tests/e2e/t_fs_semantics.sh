@@ -2,6 +2,8 @@
 # Checks fs/SEMANTICS.md against a real mount: every row of its "Refusals" table is
 # performed and must fail with exactly the errno the table states. A row whose operation
 # this test does not know fails the test, so the document cannot drift from the code.
+# shellcheck disable=SC2009,SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 DOC=${IMAGESFS_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}/fs/SEMANTICS.md

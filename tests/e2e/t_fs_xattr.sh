@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Extended attributes: user.metadata, user.creator, user.requireSignedURLs and the read-only
 # ones; errno precision; cp -a carrying user.* attributes onto a new image.
+# shellcheck disable=SC2009,SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 emu_start
