@@ -411,7 +411,8 @@ struct emu_faults {
 
 int emu_faults_init(struct emu_faults *f);
 void emu_faults_release(struct emu_faults *f);
-/* Parses a rule (JSON object) and adds it; -EINVAL with a message. */
+/* Parses a rule (JSON object) or an array of rules and adds them all, or none on error;
+ * -EINVAL / -ENOSPC with a message. */
 int emu_faults_add_json(struct emu_faults *f, struct json_object *o, char *err, size_t errsz);
 int emu_faults_add_spec(struct emu_faults *f, const char *spec, char *err, size_t errsz);
 void emu_faults_clear(struct emu_faults *f);

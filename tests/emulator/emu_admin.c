@@ -328,18 +328,11 @@ static void h_faults_post(struct emu *e, struct emu_req *rq)
 {
 	struct json_object *o = admin_json(rq);
 	char err[256] = "";
-	size_t i;
-	int rc = 0;
+	int rc;
 
 	if (!o)
 		return;
-	if (json_object_is_type(o, json_type_array)) {
-		for (i = 0; !rc && i < json_object_array_length(o); i++)
-			rc = emu_faults_add_json(&e->faults, json_object_array_get_idx(o, i), err,
-						 sizeof(err));
-	} else {
-		rc = emu_faults_add_json(&e->faults, o, err, sizeof(err));
-	}
+	rc = emu_faults_add_json(&e->faults, o, err, sizeof(err));
 	json_object_put(o);
 	if (rc)
 		admin_error(rq, 400, err);

@@ -137,32 +137,43 @@ static const char *parse_rule(struct json_object *o, struct emu_fault_rule *r)
 
 int emu_faults_add_json(struct emu_faults *f, struct json_object *o, char *err, size_t errsz)
 {
-	struct emu_fault_rule r, *nr;
-	const char *why;
+	struct emu_fault_rule r[FAULT_MAX_RULES], *nr;
+	bool arr = json_object_is_type(o, json_type_array);
+	size_t n = arr ? json_object_array_length(o) : 1, i;
+	const char *why = NULL;
 
-	if (!json_object_is_type(o, json_type_object)) {
-		snprintf(err, errsz, "a fault rule must be a JSON object");
-		return -EINVAL;
+	if (n > FAULT_MAX_RULES) {
+		snprintf(err, errsz, "too many fault rules (max %d)", FAULT_MAX_RULES);
+		return -ENOSPC;
 	}
-	why = parse_rule(o, &r);
+	/* all rules are parsed before any is added: a bad array adds nothing */
+	for (i = 0; i < n && !why; i++) {
+		struct json_object *ro = arr ? json_object_array_get_idx(o, i) : o;
+
+		if (!json_object_is_type(ro, json_type_object))
+			why = "a fault rule must be a JSON object";
+		else
+			why = parse_rule(ro, &r[i]);
+	}
 	if (why) {
 		snprintf(err, errsz, "%s", why);
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&f->lock);
-	if (f->n >= FAULT_MAX_RULES) {
+	if (f->n + n > FAULT_MAX_RULES) {
 		pthread_mutex_unlock(&f->lock);
 		snprintf(err, errsz, "too many fault rules (max %d)", FAULT_MAX_RULES);
 		return -ENOSPC;
 	}
-	nr = realloc(f->rules, (f->n + 1) * sizeof(*nr));
+	nr = realloc(f->rules, (f->n + n + 1) * sizeof(*nr));
 	if (!nr) {
 		pthread_mutex_unlock(&f->lock);
 		snprintf(err, errsz, "out of memory");
 		return -ENOMEM;
 	}
 	f->rules = nr;
-	f->rules[f->n++] = r;
+	memcpy(f->rules + f->n, r, n * sizeof(*r));
+	f->n += n;
 	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
