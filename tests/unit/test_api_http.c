@@ -1,7 +1,8 @@
 /*
  * test_api_http.c - the HTTP layer of the API client against fake_http.c: URLs and
  * escaping, auth headers, request bodies, retries (503, 429 + Retry-After, dropped
- * connections), DELETE/upload recovery after a lost response, caps, timeouts, paging.
+ * connections), DELETE/upload recovery after a lost response, caps, timeouts, paging;
+ * client configuration checks and argument errors that never reach the network.
  */
 #include "api_internal.h"
 #include "fake_http.h"
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 void add_http_tests(TCase *tc);
+void add_client_tests(TCase *tc);
 
 #define OK_ENV(result) "{\"result\":" result ",\"success\":true,\"errors\":[],\"messages\":[]}"
 #define ERR_ENV(code, msg)                                                                         \
@@ -680,6 +682,104 @@ START_TEST(test_verbose_trace_redacts_secrets)
 	fake_http_stop(&F);
 }
 END_TEST
+
+/* ---- client config ------------------------------------------------------------------ */
+
+START_TEST(test_client_config)
+{
+	struct api_client *c = (void *)1;
+	struct api_config cfg = {
+	    .base_url = "http://127.0.0.1:1/client/v4", .account_id = "acc", .token = "t"};
+	ck_assert_int_eq(api_client_new(&cfg, &c), 0);
+	ck_assert_str_eq(c->images_url, "http://127.0.0.1:1/client/v4/accounts/acc/images");
+	ck_assert_str_eq(c->auth_hdr[0], "Authorization: Bearer t");
+	ck_assert_ptr_null(c->auth_hdr[1]);
+	ck_assert_int_eq(c->max_attempts, API_DEF_MAX_ATTEMPTS);
+	ck_assert(c->bucket.enabled);
+	ck_assert(c->bucket.rate == API_DEF_RATE_PER_SEC);
+	ck_assert(c->bucket.burst == API_DEF_RATE_BURST);
+	api_client_free(c);
+
+	cfg.base_url = "https://api.example/client/v4//";
+	cfg.token = NULL;
+	cfg.auth_email = "a@b.c";
+	cfg.auth_key = "k";
+	cfg.rate_per_sec = -1;
+	ck_assert_int_eq(api_client_new(&cfg, &c), 0);
+	ck_assert_str_eq(c->images_url, "https://api.example/client/v4/accounts/acc/images");
+	ck_assert_str_eq(c->auth_hdr[0], "X-Auth-Email: a@b.c");
+	ck_assert_str_eq(c->auth_hdr[1], "X-Auth-Key: k");
+	ck_assert(!c->bucket.enabled);
+	api_client_free(c);
+
+	struct api_config bad[] = {
+	    {.base_url = "ftp://x", .account_id = "a", .token = "t"},
+	    {.base_url = NULL, .account_id = "a", .token = "t"},
+	    {.base_url = "http://x", .account_id = "", .token = "t"},
+	    {.base_url = "http://x",
+	     .account_id = "012345678901234567890123456789012",
+	     .token = "t"},
+	    {.base_url = "http://x", .account_id = "a"},
+	    {.base_url = "http://x",
+	     .account_id = "a",
+	     .token = "t",
+	     .auth_email = "e",
+	     .auth_key = "k"},
+	    {.base_url = "http://x", .account_id = "a", .auth_email = "e"},
+	    {.base_url = "http://x", .account_id = "a", .token = "t\r\nX-Evil: 1"},
+	    {.base_url = "http://x", .account_id = "a", .token = ""},
+	    {.base_url = "http://x", .account_id = "a", .auth_email = "e", .auth_key = "k\n"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = (void *)1;
+		ck_assert_msg(api_client_new(&bad[i], &c) == -EINVAL, "config %zu accepted", i);
+		ck_assert_ptr_null(c);
+	}
+}
+END_TEST
+
+/* Local argument checks fail before any request. */
+START_TEST(test_local_argument_errors)
+{
+	struct api_config cfg = {
+	    .base_url = "http://127.0.0.1:1/client/v4", .account_id = "a", .token = "t"};
+	struct api_client *c;
+	struct api_err e;
+	struct api_image img;
+	ck_assert_int_eq(api_client_new(&cfg, &c), 0);
+	struct api_upload both = {.fd = 0, .url = "http://x"}, none = {.fd = -1};
+	ck_assert_int_eq(api_image_upload(c, &both, &img, &e), -EINVAL);
+	ck_assert_int_eq(api_image_upload(c, &none, &img, &e), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(e.message, "exactly one"));
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	struct api_upload pipe_up = {.fd = p[0], .require_signed_urls = -1};
+	ck_assert_int_eq(api_image_upload(c, &pipe_up, &img, &e), -EINVAL);
+	close(p[0]);
+	close(p[1]);
+	ck_assert_int_eq(api_image_get(c, "", &img, &e), -EINVAL);
+	ck_assert_int_eq(api_image_delete(c, NULL, &e), -EINVAL);
+	struct api_image_patch bad_meta = {.metadata_json = "{not json", .require_signed_urls = -1};
+	ck_assert_int_eq(api_image_edit(c, "x", &bad_meta, &img, &e), -EINVAL);
+	struct api_image_patch arr_meta = {.metadata_json = "[1]", .require_signed_urls = -1};
+	ck_assert_int_eq(api_image_edit(c, "x", &arr_meta, &img, &e), -EINVAL);
+	ck_assert_int_eq(api_variant_create(c, "v", "nope", -1, NULL, &e), -EINVAL);
+	ck_assert_int_eq(api_variant_create(c, "v", NULL, -1, NULL, &e), -EINVAL);
+	ck_assert_int_eq(api_key_put(c, "", NULL, &e), -EINVAL);
+	ck_assert_int_eq(api_images_list_v1(c, 0, 10, NULL, NULL, NULL, NULL, &e), -EINVAL);
+	ck_assert_int_eq(api_image_blob(c, "x", -1, 0, NULL, NULL, 0, &e), -EBADF);
+	struct api_counters k;
+	api_counters_get(c, &k);
+	ck_assert_uint_eq(k.requests, 0);
+	api_client_free(c);
+}
+END_TEST
+
+void add_client_tests(TCase *tc)
+{
+	tcase_add_test(tc, test_client_config);
+	tcase_add_test(tc, test_local_argument_errors);
+}
 
 void add_http_tests(TCase *tc)
 {
