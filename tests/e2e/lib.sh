@@ -43,6 +43,9 @@ e2e_cleanup() {
 			tail -n 40 "${FS_LOG[$m]}" >&2
 		fi
 	done
+	for m in "$E2E_T"/mnt*; do # daemon-mode mounts the test did not track
+		mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m"; }
+	done
 	if [[ -n $EMU_PID ]]; then
 		kill "$EMU_PID" 2>/dev/null
 		wait "$EMU_PID" 2>/dev/null
