@@ -66,6 +66,12 @@ api PUT v1
 expect 404 7003
 api GET v3
 expect 404 7003
+api DELETE v1/stats # keys/stats/variants are routes, not image ids
+expect 404 7003
+api PATCH v1/keys/default
+expect 404 7003
+api GET v1/
+expect 404 7003
 req GET "$HOSTURL/nothing-here"
 expect 404 7003
 req GET "$IMG/v1/x" # auth is checked before routing

@@ -226,46 +226,59 @@ static void parse_query(struct emu_req *rq, const char *q)
 	}
 }
 
-static bool seg_is(const struct emu_req *rq, size_t i, const char *lit)
+struct emu_route {
+	bool v2;
+	size_t nseg;
+	const char *seg0;   /* NULL: any (an id) */
+	const char *seg1;   /* NULL: any */
+	const char *method; /* NULL: any; "GET" also matches HEAD */
+	enum emu_op op;
+};
+
+/* Segments after images/v1 or images/v2; the first matching row wins. The op-less rows make
+ * keys/stats/variants reserved words (no image op on an id spelled like them). */
+static const struct emu_route routes[] = {
+    {true, 0, NULL, NULL, "GET", EMU_OP_LIST_V2},
+    {false, 0, NULL, NULL, "GET", EMU_OP_LIST_V1},
+    {false, 0, NULL, NULL, "POST", EMU_OP_UPLOAD},
+    {false, 1, "keys", NULL, "GET", EMU_OP_KEYS_LIST},
+    {false, 1, "stats", NULL, "GET", EMU_OP_STATS},
+    {false, 1, "variants", NULL, "GET", EMU_OP_VARIANTS_LIST},
+    {false, 1, "variants", NULL, "POST", EMU_OP_VARIANTS_CREATE},
+    {false, 1, "keys", NULL, NULL, EMU_OP_OTHER},
+    {false, 1, "stats", NULL, NULL, EMU_OP_OTHER},
+    {false, 1, "variants", NULL, NULL, EMU_OP_OTHER},
+    {false, 1, NULL, NULL, "GET", EMU_OP_GET},
+    {false, 1, NULL, NULL, "PATCH", EMU_OP_EDIT},
+    {false, 1, NULL, NULL, "DELETE", EMU_OP_DELETE},
+    {false, 2, "keys", NULL, "PUT", EMU_OP_KEYS_PUT},
+    {false, 2, "keys", NULL, "DELETE", EMU_OP_KEYS_DELETE},
+    {false, 2, "variants", NULL, "GET", EMU_OP_VARIANTS_GET},
+    {false, 2, "variants", NULL, "PATCH", EMU_OP_VARIANTS_EDIT},
+    {false, 2, "variants", NULL, "DELETE", EMU_OP_VARIANTS_DELETE},
+    {false, 2, "keys", NULL, NULL, EMU_OP_OTHER},
+    {false, 2, "variants", NULL, NULL, EMU_OP_OTHER},
+    {false, 2, NULL, "blob", "GET", EMU_OP_BLOB},
+};
+
+static bool method_is(const char *m, const char *want)
 {
-	return i < rq->nseg && strcmp(rq->seg[i], lit) == 0;
+	return !want || !strcmp(m, want) || (!strcmp(want, "GET") && !strcmp(m, "HEAD"));
 }
 
-/* Maps (method, segments after images/) to an op; EMU_OP_OTHER when unknown. */
+/* Maps (method, segments after images/vN) to an op; EMU_OP_OTHER when unknown. */
 static enum emu_op route(const struct emu_req *rq, bool v2)
 {
-	const char *m = rq->method;
-	bool get = !strcmp(m, "GET") || !strcmp(m, "HEAD");
-	size_t n = rq->nseg;
+	size_t i;
 
-	if (v2)
-		return n == 0 && get ? EMU_OP_LIST_V2 : EMU_OP_OTHER;
-	if (n == 0)
-		return get ? EMU_OP_LIST_V1 : !strcmp(m, "POST") ? EMU_OP_UPLOAD : EMU_OP_OTHER;
-	if (n == 1 && seg_is(rq, 0, "keys"))
-		return get ? EMU_OP_KEYS_LIST : EMU_OP_OTHER;
-	if (n == 1 && seg_is(rq, 0, "stats"))
-		return get ? EMU_OP_STATS : EMU_OP_OTHER;
-	if (n == 1 && seg_is(rq, 0, "variants"))
-		return get		    ? EMU_OP_VARIANTS_LIST
-		       : !strcmp(m, "POST") ? EMU_OP_VARIANTS_CREATE
-					    : EMU_OP_OTHER;
-	if (n == 1)
-		return get		      ? EMU_OP_GET
-		       : !strcmp(m, "PATCH")  ? EMU_OP_EDIT
-		       : !strcmp(m, "DELETE") ? EMU_OP_DELETE
-					      : EMU_OP_OTHER;
-	if (n == 2 && seg_is(rq, 0, "keys"))
-		return !strcmp(m, "PUT")      ? EMU_OP_KEYS_PUT
-		       : !strcmp(m, "DELETE") ? EMU_OP_KEYS_DELETE
-					      : EMU_OP_OTHER;
-	if (n == 2 && seg_is(rq, 0, "variants"))
-		return get		      ? EMU_OP_VARIANTS_GET
-		       : !strcmp(m, "PATCH")  ? EMU_OP_VARIANTS_EDIT
-		       : !strcmp(m, "DELETE") ? EMU_OP_VARIANTS_DELETE
-					      : EMU_OP_OTHER;
-	if (n == 2 && seg_is(rq, 1, "blob"))
-		return get ? EMU_OP_BLOB : EMU_OP_OTHER;
+	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct emu_route *r = &routes[i];
+
+		if (r->v2 == v2 && r->nseg == rq->nseg &&
+		    (!r->seg0 || !strcmp(rq->seg[0], r->seg0)) &&
+		    (!r->seg1 || !strcmp(rq->seg[1], r->seg1)) && method_is(rq->method, r->method))
+			return r->op;
+	}
 	return EMU_OP_OTHER;
 }
 
