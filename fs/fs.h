@@ -103,6 +103,7 @@ struct fs_config {
 	char *ca_file;
 	char *rate_limit;
 	char *umask_str;
+	char *log_file;
 	int dir_ttl;
 	int ro;
 	int allow_other;
@@ -184,6 +185,10 @@ struct fs_fh {
 /* ---- fs_log.c ---------------------------------------------------------------- */
 enum { FS_LOG_ERR, FS_LOG_WARN, FS_LOG_INFO, FS_LOG_DEBUG };
 void fs_log_init(int use_syslog, int debug);
+/* Sends log lines to PATH (created 0600, appended) instead of syslog/stderr. Call before
+ * any thread starts. 0 or -errno. */
+int fs_log_open_file(const char *path);
+void fs_log_close_file(void);
 void fs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fs_log_debug_enabled(void);
 /* One line "imagesfs: cannot OP 'PATH': <api error>" and returns the mapped -errno. */

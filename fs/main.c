@@ -49,6 +49,7 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("ca_file=%s", ca_file),
     OPT("rate_limit=%s", rate_limit),
     OPT("umask=%s", umask_str),
+    OPT("log_file=%s", log_file),
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
     FUSE_OPT_KEY("-f", KEY_FG),
@@ -112,6 +113,7 @@ static void usage(void)
 	    "  dir_ttl=SECONDS    how long a listing is trusted (default 60)\n"
 	    "  ca_file=FILE       CA bundle for https\n"
 	    "  rate_limit=N       client-side requests per second\n"
+	    "  log_file=PATH      write log lines to PATH (0600) instead of syslog/stderr\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
 	    "  -d                 debug log (implies -f)\n");
@@ -462,7 +464,8 @@ static void config_free(struct fs_config *cfg)
 {
 	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
 		      &cfg->cache_dir, &cfg->cache_size, &cfg->credentials,
-		      &cfg->ca_file,   &cfg->rate_limit, &cfg->umask_str};
+		      &cfg->ca_file,   &cfg->rate_limit, &cfg->umask_str,
+		      &cfg->log_file};
 	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
 		free(*s[i]);
 		*s[i] = NULL;
@@ -539,6 +542,15 @@ int main(int argc, char *argv[])
 	if (fuse_opt_parse(&args, &fs.cfg, fs_opt_table, opt_proc) < 0)
 		goto out;
 	fs_log_init(0, fs.cfg.debug);
+	if (fs.cfg.log_file) {
+		/* Opened now: the daemon changes to / and loses the caller's cwd. */
+		int lrc = fs_log_open_file(fs.cfg.log_file);
+		if (lrc < 0) {
+			fprintf(stderr, "mount.imagesfs: cannot open log file '%s': %s\n",
+				fs.cfg.log_file, strerror(-lrc));
+			goto out;
+		}
+	}
 	if (config_check(&fs, &cache_bytes, &rate) < 0 || creds_load(&fs.cfg, &creds) < 0)
 		goto out;
 	if (api_global_init() < 0) {
@@ -571,6 +583,7 @@ out:
 	fs_table_free(&fs);
 	creds_free(&creds);
 	config_free(&fs.cfg);
+	fs_log_close_file();
 	fuse_opt_free_args(&args);
 	pthread_cond_destroy(&fs.list_cond);
 	pthread_mutex_destroy(&fs.lock);
