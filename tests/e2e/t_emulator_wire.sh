@@ -411,7 +411,7 @@ expect_ok
 
 STEP=paging
 emu_stop
-IMAGESFS_EMULATOR_TOKEN=$TOKEN emu_start --allowed 26
+IMAGESFS_EMULATOR_TOKEN=$TOKEN emu_start --allowed 29
 IMG=$BASE/accounts/$ACCT/images
 req POST "$HOSTURL/__emulator/seed" --data-binary '{"count":25,"prefix":"pg-"}'
 expect 200
@@ -452,13 +452,53 @@ api GET "v1?per_page=10&page=4"
 check "d['result']['images'] == []"
 req POST "$HOSTURL/__emulator/seed" --data-binary '{"count":1,"prefix":"pg-","start":3}'
 expect 409
+
+STEP=meta-filters
+upload -F file=@"$W/a.png" -F id=m1 -F 'metadata={"n":1,"s":"x","b":true,"o":{"p":"deep"}}'
+expect_ok
+upload -F file=@"$W/a.png" -F id=m2 -F 'metadata={"n":5,"s":"y","b":false,"o":{"p":"other"}}'
+expect_ok
+upload -F file=@"$W/a.png" -F id=m3 -F 'metadata={"n":"5","s":"x"}'
+expect_ok
+mf() { # QUERY EXPECTED-IDS (asc order)
+	api GET "v2?sort_order=asc&$1"
+	expect_ok
+	check "[i['id'] for i in d['result']['images']] == $2"
+}
+mf 'meta.s%5Beq%5D=x' "['m1', 'm3']"
+mf 'meta.n[eq]=5' "['m2', 'm3']"
+mf 'meta.n[eq:number]=5' "['m2']"
+mf 'meta.n[eq:string]=5' "['m3']"
+mf 'meta.b[eq:boolean]=true' "['m1']"
+mf 'meta.n[gt]=1' "['m2']"
+mf 'meta.n[gte:number]=1' "['m1', 'm2']"
+mf 'meta.n[lt]=5' "['m1']"
+mf 'meta.n[lte]=5' "['m1', 'm2']"
+mf 'meta.s[in]=y%7Cz' "['m2']"
+mf 'meta.n[in:number]=1%7C7' "['m1']"
+mf 'meta.o.p[eq]=deep' "['m1']"
+mf 'meta.s[eq]=x&meta.n[eq:number]=1' "['m1']"
+mf 'meta.s[eq]=x&creator=' "['m1', 'm3']"
+mf 'meta.missing[eq]=x' "[]"
+for bad in 'meta.s[not-eq]=x' 'meta.n[gt]=abc' 'meta.b[eq:boolean]=yes' 'meta.s=x' \
+	'meta.a.b.c.d.e.f[eq]=1' 'meta.s[in]=1|2|3|4|5|6|7|8|9|10|11' \
+	'meta.a[eq]=1&meta.b[eq]=1&meta.c[eq]=1&meta.d[eq]=1&meta.e[eq]=1&meta.f[eq]=1'; do
+	api GET "v2?${bad//|/%7C}"
+	expect 400 5400
+done
+api GET 'v2?meta.s[not-eq]=x'
+check "d['errors'][0]['message'] == \"Unsupported metadata filter operator: 'not-eq'\""
+api GET 'v2?meta.a[eq]=1&meta.b[eq]=1&meta.c[eq]=1&meta.d[eq]=1&meta.e[eq]=1&meta.f[eq]=1'
+check "d['errors'][0]['message'] == 'Too many metadata filters: 6 provided, maximum 5 allowed'"
+
+STEP=service-limit
 upload -F file=@"$W/a.png"
 expect_ok
 upload -F file=@"$W/a.png"
 expect 403 5453
 check "d['errors'][0]['message'] == 'The given account has reached a service limit'"
 api GET v1/stats
-check "d['result'] == {'count': {'allowed': 26, 'current': 26}}"
+check "d['result'] == {'count': {'allowed': 29, 'current': 29}}"
 
 STEP=variant-limit
 for i in $(seq 1 99); do

@@ -274,8 +274,35 @@ int emu_store_edit(struct emu_store *s, const char *id, size_t idlen, const stru
 int emu_store_delete(struct emu_store *s, const char *id, size_t idlen);
 /* Returns a blob reference (caller unrefs) or NULL if absent. */
 struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t idlen);
+#define EMU_FILTER_MAX 5
+#define EMU_FILTER_MAX_DEPTH 5
+#define EMU_FILTER_MAX_VALUES 10
+
+/* One v2 metadata filter (emu_filter.c). */
+struct emu_mfilter {
+	char *path[EMU_FILTER_MAX_DEPTH];
+	size_t depth;
+	int op;
+	int type;
+	char *values[EMU_FILTER_MAX_VALUES];
+	double nums[EMU_FILTER_MAX_VALUES];
+	size_t nvalues;
+};
+
+struct emu_filters {
+	struct emu_mfilter f[EMU_FILTER_MAX];
+	size_t n;
+};
+
+/* Parses every meta.* query parameter; false with a 400/5400 reply when invalid. */
+bool emu_filters_parse(struct emu_req *rq, struct emu_filters *fs);
+void emu_filters_release(struct emu_filters *fs);
+/* True when metadata (compact JSON text or NULL) passes every filter. */
+bool emu_filters_match(const struct emu_filters *fs, const char *meta);
+
 struct emu_list_args {
-	const char *creator; /* NULL: no filter; "": images without creator */
+	const struct emu_filters *filters; /* v2 metadata filters, NULL: none */
+	const char *creator;		   /* NULL: no filter; "": images without creator */
 	size_t per_page;
 	size_t page;	/* v1, 1-based */
 	bool asc;	/* v2 */

@@ -105,6 +105,7 @@ static bool parse_token(const char *t, bool asc, uint64_t *seq)
 void emu_h_images_list_v2(struct emu *e, struct emu_req *rq)
 {
 	struct emu_list_args a;
+	struct emu_filters fs;
 	struct emu_vnames vn;
 	struct emu_buf b;
 	const char *order, *tok;
@@ -118,13 +119,6 @@ void emu_h_images_list_v2(struct emu *e, struct emu_req *rq)
 		return;
 	}
 	a.asc = order && !strcmp(order, "asc");
-	for (size_t i = 0; i < rq->nquery; i++) {
-		if (!strncmp(rq->query[i].name, "meta.", 5)) {
-			emu_reply_error(rq, 400, 5400,
-					"Metadata filters (meta.*) are not supported by the emulator");
-			return;
-		}
-	}
 	tok = emu_req_query(rq, "continuation_token", NULL);
 	if (tok && *tok) {
 		if (!parse_token(tok, a.asc, &a.after_seq)) {
@@ -133,12 +127,18 @@ void emu_h_images_list_v2(struct emu *e, struct emu_req *rq)
 		}
 		a.has_after = true;
 	}
-	if (!get_vnames(e, rq, &vn))
+	if (!emu_filters_parse(rq, &fs))
 		return;
+	a.filters = &fs;
+	if (!get_vnames(e, rq, &vn)) {
+		emu_filters_release(&fs);
+		return;
+	}
 	emu_buf_init(&b, 0);
 	emu_reply_result_begin(&b);
 	emu_buf_puts(&b, "{\"images\":");
 	emu_store_list_v2(&e->store, &a, &vn, &b, &next);
+	emu_filters_release(&fs);
 	if (next)
 		emu_buf_printf(&b, ",\"continuation_token\":\"%c%016" PRIx64 "\"}",
 			       a.asc ? 'a' : 'd', next);

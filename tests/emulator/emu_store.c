@@ -519,13 +519,13 @@ struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t 
 	return b;
 }
 
-static bool creator_match(const struct emu_image *im, const char *creator)
+static bool matches(const struct emu_image *im, const struct emu_list_args *a)
 {
-	if (!creator)
-		return true;
-	if (!*creator)
-		return im->creator == NULL;
-	return im->creator && strcmp(im->creator, creator) == 0;
+	if (a->creator && !*a->creator && im->creator)
+		return false;
+	if (a->creator && *a->creator && (!im->creator || strcmp(im->creator, a->creator)))
+		return false;
+	return emu_filters_match(a->filters, im->meta);
 }
 
 void emu_store_list_v1(struct emu_store *s, const struct emu_list_args *a,
@@ -539,7 +539,7 @@ void emu_store_list_v1(struct emu_store *s, const struct emu_list_args *a,
 	for (i = s->norder; i-- > 0 && emitted < a->per_page;) {
 		struct emu_image *im = s->order[i].im;
 
-		if (!im || !creator_match(im, a->creator))
+		if (!im || !matches(im, a))
 			continue;
 		if (skip) {
 			skip--;
@@ -567,7 +567,7 @@ void emu_store_list_v2(struct emu_store *s, const struct emu_list_args *a,
 		for (; i < s->norder; i++) {
 			struct emu_image *im = s->order[i].im;
 
-			if (!im || !creator_match(im, a->creator))
+			if (!im || !matches(im, a))
 				continue;
 			if (emitted == a->per_page) {
 				more = true;
@@ -583,7 +583,7 @@ void emu_store_list_v2(struct emu_store *s, const struct emu_list_args *a,
 		for (i = lo; i-- > 0;) {
 			struct emu_image *im = s->order[i].im;
 
-			if (!im || !creator_match(im, a->creator))
+			if (!im || !matches(im, a))
 				continue;
 			if (emitted == a->per_page) {
 				more = true;

@@ -117,7 +117,7 @@ emu_stop() {
 req() {
 	local m=$1 u=$2
 	shift 2
-	ST=$(curl -sS -X "$m" -o "$W/body" -D "$W/hdr" -w '%{http_code}' --max-time 30 "$@" "$u") ||
+	ST=$(curl -gsS -X "$m" -o "$W/body" -D "$W/hdr" -w '%{http_code}' --max-time 30 "$@" "$u") ||
 		fail "curl $m $u failed"
 }
 
