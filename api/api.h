@@ -199,7 +199,9 @@ int api_errno_map(long http_status, int cf_code, int curl_code);
 const char *api_err_str(const struct api_err *err, char *buf, size_t len);
 
 /* Checks a custom id against the API's rules (<= 1024 bytes, not empty, no leading or
- * trailing '/', not UUID-shaped, no NUL/control characters). 0 or -EINVAL. */
+ * trailing '/', not UUID-shaped, no NUL/control characters, valid UTF-8) and refuses the
+ * names of routes under /images/v1/ ("keys", "stats", "variants", ...), which an image could
+ * not be read back under. 0 or -EINVAL. */
 int api_custom_id_valid(const char *id);
 
 /* Counters for tests and benchmarks (monotonic, whole client). */

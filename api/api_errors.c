@@ -163,9 +163,24 @@ static int utf8_len(const unsigned char *p)
 	return 0;
 }
 
+/* Ids that name an API route under /images/v1/ ("GET v1/keys" lists the signing keys),
+ * so an image with that id could be uploaded but never read back or deleted. */
+static int is_route_name(const char *id)
+{
+	static const char *const routes[] = {"keys", "stats", "variants", "batch_token",
+					     "direct_upload", "config"};
+
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (strcmp(id, routes[i]) == 0)
+			return 1;
+	return 0;
+}
+
 int api_custom_id_valid(const char *id)
 {
 	if (!id)
+		return -EINVAL;
+	if (is_route_name(id))
 		return -EINVAL;
 	size_t n = strnlen(id, API_MAX_ID_LEN + 1);
 	if (n == 0 || n > API_MAX_ID_LEN)

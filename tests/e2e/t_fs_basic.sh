@@ -64,6 +64,8 @@ curl -fsS -H "Authorization: Bearer $IMAGESFS_EMULATOR_TOKEN" \
 log "refusals at open and write"
 expect_errno EINVAL "os.open('$M/images/0b8a2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b', os.O_CREAT|os.O_WRONLY, 0o644)"
 [[ -e $M/images/0b8a2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b ]] && fail "uuid-named file exists"
+expect_errno EINVAL "os.open('$M/images/stats', os.O_CREAT|os.O_WRONLY, 0o644)"
+[[ -e $M/images/stats ]] && fail "an image named like an API route exists"
 head -c $((10 * 1024 * 1024 + 1)) /dev/urandom >"$E2E_T/big"
 expect_errno EFBIG "
 fd = os.open('$M/images/big.png', os.O_CREAT|os.O_WRONLY, 0o644)

@@ -132,6 +132,12 @@ START_TEST(test_custom_id_valid)
 	ck_assert_int_eq(api_custom_id_valid(NULL), -EINVAL);
 	ck_assert_int_eq(api_custom_id_valid("/lead"), -EINVAL);
 	ck_assert_int_eq(api_custom_id_valid("trail/"), -EINVAL);
+	/* route names under /images/v1/ cannot be image ids; as sub-paths they can */
+	ck_assert_int_eq(api_custom_id_valid("keys"), -EINVAL);
+	ck_assert_int_eq(api_custom_id_valid("stats"), -EINVAL);
+	ck_assert_int_eq(api_custom_id_valid("variants"), -EINVAL);
+	ck_assert_int_eq(api_custom_id_valid("keys/a.png"), 0);
+	ck_assert_int_eq(api_custom_id_valid("stats.png"), 0);
 	ck_assert_int_eq(api_custom_id_valid("/"), -EINVAL);
 	ck_assert_int_eq(api_custom_id_valid("083eb7b2-5392-4565-b69e-aff66acddd00"), -EINVAL);
 	ck_assert_int_eq(api_custom_id_valid("083EB7B2-5392-4565-B69E-AFF66ACDDD00"), -EINVAL);
