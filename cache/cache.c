@@ -10,7 +10,7 @@
  * being filled in tmp/ are on disk on top of it. A blob bigger than the cap (or any blob
  * when max_bytes is 0) is served from its unlinked temp file and never committed.
  *
- * Layout (see cache_disk.c): <dir>/v1/objects/<ss>/<sha256hex(id)>-<version hex>, temp and
+ * Layout (see cache_disk.c): <dir>/v1/objects/<ss>/<sha256hex(id)>-<version>-<size>, temp and
  * staged files in <dir>/v1/tmp. Names come only from hashes, so ids cannot escape <dir>.
  *
  * Persistence. The last-use stamp is also the file's mtime, set explicitly with futimens
@@ -158,7 +158,7 @@ static void entry_delete_locked(struct cache *c, struct cache_entry *e)
 {
 	char name[CACHE_NAME_LEN + 1];
 
-	cache_disk_name(e->idh, e->version, name);
+	cache_disk_name(e->idh, e->version, e->size, name);
 	index_unlink_locked(c, e);
 	if (unlinkat(c->objects_fd, name, 0) < 0 && errno != ENOENT)
 		cache_warn("cannot remove cache entry '%s': %s", name, strerror(errno));
@@ -175,23 +175,34 @@ static void evict_locked(struct cache *c, uint64_t need)
 }
 
 /* Opens e's file read-only and makes e the most recently used entry. On -ENOENT (someone
- * deleted the file behind our back) e is dropped from the index and freed. */
+ * deleted the file behind our back, or changed its size: it is deleted then) e is dropped
+ * from the index and freed. */
 static int entry_open_locked(struct cache *c, struct cache_entry *e, int *fd_out,
 			     uint64_t *size_out)
 {
 	char name[CACHE_NAME_LEN + 1];
+	struct stat st;
 	int fd, err;
 
-	cache_disk_name(e->idh, e->version, name);
+	cache_disk_name(e->idh, e->version, e->size, name);
 	fd = openat(c->objects_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		err = -errno;
 		cache_warn("cannot open cache entry '%s': %s", name, strerror(-err));
+		if (fd >= 0)
+			close(fd);
 		if (err == -ENOENT) {
 			index_unlink_locked(c, e);
 			free(e);
 		}
 		return err;
+	}
+	if ((uint64_t)st.st_size != e->size) {
+		cache_warn("cache entry '%s' has %lld bytes, committed %llu: dropping it", name,
+			   (long long)st.st_size, (unsigned long long)e->size);
+		close(fd);
+		entry_delete_locked(c, e);
+		return -ENOENT;
 	}
 	if (e != c->mru) {
 		lru_unlink_locked(c, e);
@@ -207,7 +218,7 @@ static int entry_open_locked(struct cache *c, struct cache_entry *e, int *fd_out
 }
 
 /*
- * Moves the complete, fsync'd temp file tmp/<tmp_name> (open as fd, `size` bytes) into
+ * Moves the complete temp file tmp/<tmp_name> (open as fd, `size` bytes) into
  * objects/ as (idh, version), evicting first. When the blob is not to be kept (too big,
  * removed meanwhile, or the rename fails) the temp file is unlinked instead; the caller's
  * fds on it keep working, so serving never depends on keeping.
@@ -234,7 +245,7 @@ static void commit_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN], 
 	e->stamp = next_stamp_locked(c);
 	if ((err = cache_disk_stamp(fd, e->stamp)) < 0)
 		cache_warn("cannot stamp temp file '%s': %s", tmp_name, strerror(-err));
-	cache_disk_name(idh, version, name);
+	cache_disk_name(idh, version, size, name);
 	if (renameat(c->tmp_fd, tmp_name, c->objects_fd, name) < 0) {
 		cache_warn("cannot commit cache entry '%s': %s", name, strerror(errno));
 		unlinkat(c->tmp_fd, tmp_name, 0);
@@ -269,7 +280,7 @@ int cache_lookup(struct cache *c, const char *id, int64_t version, int *fd_out, 
 	return err;
 }
 
-/* Creates the temp file, runs fill, fsyncs. On success returns a read-only fd on the temp
+/* Creates the temp file and runs fill (then fsyncs). On success returns a read-only fd on the temp
  * file in *rfd and leaves the O_RDWR fd in *wfd; on failure nothing is left behind. */
 static int fill_to_tmp(struct cache *c, cache_fill_fn fill, void *arg,
 		       char tmp_name[CACHE_TMP_NAME_MAX], int *wfd, int *rfd, uint64_t *size)
@@ -557,6 +568,12 @@ static int index_load(struct cache *c)
 	}
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < n; i++) {
+		struct cache_entry *dup = index_find_locked(c, arr[i]->idh, arr[i]->version);
+
+		/* Two sizes of one key (a crash between unlink and rename, or a migrated name):
+		 * the most recently used wins. The names differ, so this unlinks only dup. */
+		if (dup)
+			entry_delete_locked(c, dup);
 		index_insert_locked(c, arr[i]);
 		if (arr[i]->stamp > c->last_stamp)
 			c->last_stamp = arr[i]->stamp;

@@ -3,13 +3,20 @@
  * rebuilds the index at open. The policy (LRU, cap, single-flight) lives in cache.c.
  *
  *	<dir>/v1/lock                 flock'ed while a process has the cache open
- *	<dir>/v1/objects/<ss>/<H>-<V> one committed blob; H = sha256(id) in hex, ss = H[0..1],
- *	                              V = version as 16 hex digits (two's complement)
+ *	<dir>/v1/objects/<ss>/<H>-<V>-<S>
+ *	                              one committed blob; H = sha256(id) in hex, ss = H[0..1],
+ *	                              V = version as 16 hex digits (two's complement),
+ *	                              S = the blob's size in bytes as 16 hex digits
  *	<dir>/v1/tmp/fill-<R>         a blob being filled (R = 64 random bits in hex)
  *	<dir>/v1/tmp/stage-<R>        a file staged by the caller for cache_adopt
  *
  * Directories are 0700 and files 0600, set with fchmod so the umask does not matter.
  * Names are derived only from hashes, so no id can name a path outside objects/.
+ *
+ * The size in the name is what was committed; the scan at open deletes every entry whose
+ * file has another size (a power loss before writeback, see cache.c). Entries named by the
+ * older "<H>-<V>" format were fsync'd before their rename, so their size on disk is the
+ * committed one: the scan renames them to "<H>-<V>-<S>" and keeps them.
  */
 #include "cache_int.h"
 
@@ -76,32 +83,52 @@ static bool hex_decode(const char *s, size_t n, uint8_t *out)
 	return true;
 }
 
-void cache_disk_name(const uint8_t idh[CACHE_SHA256_LEN], int64_t version,
+void cache_disk_name(const uint8_t idh[CACHE_SHA256_LEN], int64_t version, uint64_t size,
 		     char out[CACHE_NAME_LEN + 1])
 {
 	char hex[CACHE_HEX_LEN + 1];
 
 	hex_encode(idh, CACHE_SHA256_LEN, hex);
-	snprintf(out, CACHE_NAME_LEN + 1, "%.2s/%s-%016" PRIx64, hex, hex, (uint64_t)version);
+	snprintf(out, CACHE_NAME_LEN + 1, "%.2s/%s-%016" PRIx64 "-%016" PRIx64, hex, hex,
+		 (uint64_t)version, size);
 }
 
-/* Parses "<H>-<V>" found in shard directory `shard`; false for anything we did not write. */
-static bool parse_file_name(const char *name, unsigned shard, struct cache_entry *e)
+static bool parse_u64(const char *s, uint64_t *out)
 {
 	uint8_t v[8];
 	uint64_t u = 0;
 	int i;
 
-	if (strlen(name) != CACHE_FILE_LEN || name[CACHE_HEX_LEN] != '-')
-		return false;
-	if (!hex_decode(name, CACHE_SHA256_LEN, e->idh) || e->idh[0] != shard)
-		return false;
-	if (!hex_decode(name + CACHE_HEX_LEN + 1, sizeof(v), v))
+	if (!hex_decode(s, sizeof(v), v))
 		return false;
 	for (i = 0; i < 8; i++)
 		u = u << 8 | v[i];
-	e->version = (int64_t)u;
+	*out = u;
 	return true;
+}
+
+enum name_kind { NAME_STRAY, NAME_CURRENT, NAME_OLD };
+
+/* Parses "<H>-<V>-<S>" (or the old "<H>-<V>", size left 0) found in shard directory
+ * `shard`; NAME_STRAY for anything we did not write. */
+static enum name_kind parse_file_name(const char *name, unsigned shard, struct cache_entry *e)
+{
+	size_t len = strlen(name);
+	uint64_t u;
+
+	if ((len != CACHE_FILE_LEN && len != CACHE_OLD_FILE_LEN) || name[CACHE_HEX_LEN] != '-')
+		return NAME_STRAY;
+	if (!hex_decode(name, CACHE_SHA256_LEN, e->idh) || e->idh[0] != shard)
+		return NAME_STRAY;
+	if (!parse_u64(name + CACHE_HEX_LEN + 1, &u))
+		return NAME_STRAY;
+	e->version = (int64_t)u;
+	e->size = 0;
+	if (len == CACHE_OLD_FILE_LEN)
+		return NAME_OLD;
+	if (name[CACHE_OLD_FILE_LEN] != '-' || !parse_u64(name + CACHE_OLD_FILE_LEN + 1, &e->size))
+		return NAME_STRAY;
+	return NAME_CURRENT;
 }
 
 /* mkdir -p; components we create get DIR_MODE exactly. */
@@ -275,12 +302,56 @@ static int push_entry(struct cache_entry ***arr, size_t *n, size_t *cap, struct 
 	return 0;
 }
 
-/* Reads one shard; anything that is not a well-named regular file is removed. */
+/* Unlinks shard/name, logging why first (unless why is NULL: the caller logged). */
+static void remove_file(int shard_fd, unsigned shard, const char *name, const char *why)
+{
+	if (why)
+		cache_warn("removing %s '%02x/%s'", why, shard, name);
+	if (unlinkat(shard_fd, name, 0) < 0 && errno != ENOENT)
+		cache_warn("cannot remove '%02x/%s': %s", shard, name, strerror(errno));
+}
+
+/* Renames each old-format entry of `old` (size = its size on disk) to the current format
+ * and moves it to arr; frees the ones that cannot be migrated. Runs after the readdir, so
+ * a renamed file is never read back as a second entry. */
+static int migrate_old(int shard_fd, unsigned shard, struct cache_entry **old, size_t n_old,
+		       struct cache_entry ***arr, size_t *n, size_t *cap)
+{
+	char oname[CACHE_NAME_LEN + 1], nname[CACHE_NAME_LEN + 1];
+	struct stat st;
+	size_t i;
+	int err = 0;
+
+	for (i = 0; i < n_old; i++) {
+		struct cache_entry *e = old[i];
+
+		cache_disk_name(e->idh, e->version, e->size, nname);
+		memcpy(oname, nname + 3, CACHE_OLD_FILE_LEN); /* "<H>-<V>" of the same key */
+		oname[CACHE_OLD_FILE_LEN] = '\0';
+		if (err == 0 && fstatat(shard_fd, nname + 3, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			remove_file(shard_fd, shard, oname, "old-format duplicate of an entry");
+		} else if (err == 0 && renameat(shard_fd, oname, shard_fd, nname + 3) == 0) {
+			if ((err = push_entry(arr, n, cap, e)) == 0)
+				continue;
+		} else if (err == 0) {
+			cache_warn("cannot migrate cache entry '%02x/%s', removing it: %s", shard,
+				   oname, strerror(errno));
+			remove_file(shard_fd, shard, oname, NULL);
+		}
+		free(e);
+	}
+	return err;
+}
+
+/* Reads one shard. Removes anything that is not a well-named regular file, and entries whose
+ * size on disk is not the committed size in their name (never to be served). */
 static int scan_shard(int shard_fd, unsigned shard, struct cache_entry ***arr, size_t *n,
 		      size_t *cap)
 {
 	int fd = fcntl(shard_fd, F_DUPFD_CLOEXEC, 0), err = 0;
-	struct cache_entry *e = NULL;
+	struct cache_entry *e = NULL, **old = NULL;
+	size_t n_old = 0, cap_old = 0;
+	enum name_kind kind;
 	struct dirent *d;
 	struct stat st;
 	DIR *dir;
@@ -298,22 +369,38 @@ static int scan_shard(int shard_fd, unsigned shard, struct cache_entry ***arr, s
 			err = -ENOMEM;
 			break;
 		}
-		if (!parse_file_name(d->d_name, shard, e) ||
+		kind = parse_file_name(d->d_name, shard, e);
+		if (kind == NAME_STRAY ||
 		    fstatat(shard_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISREG(st.st_mode)) {
-			cache_warn("removing stray file '%02x/%s'", shard, d->d_name);
-			if (unlinkat(shard_fd, d->d_name, 0) < 0 && errno != ENOENT)
-				cache_warn("cannot remove stray file '%02x/%s': %s", shard,
-					   d->d_name, strerror(errno));
+			remove_file(shard_fd, shard, d->d_name, "stray file");
+			continue;
+		}
+		if (kind == NAME_CURRENT && (uint64_t)st.st_size != e->size) {
+			cache_warn("removing entry '%02x/%s': %lld bytes on disk, %llu committed",
+				   shard, d->d_name, (long long)st.st_size,
+				   (unsigned long long)e->size);
+			remove_file(shard_fd, shard, d->d_name, NULL);
 			continue;
 		}
 		e->size = (uint64_t)st.st_size;
 		e->stamp = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-		if ((err = push_entry(arr, n, cap, e)) == 0)
+		if (kind == NAME_OLD)
+			err = push_entry(&old, &n_old, &cap_old, e);
+		else
+			err = push_entry(arr, n, cap, e);
+		if (err == 0)
 			e = NULL;
 	}
 	free(e);
 	closedir(dir);
+	if (n_old > 0) {
+		int merr = migrate_old(shard_fd, shard, old, n_old, arr, n, cap);
+
+		if (err == 0)
+			err = merr;
+	}
+	free(old);
 	return err;
 }
 

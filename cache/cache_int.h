@@ -13,9 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Entry name relative to objects/: "<2 hex shard>/<64 hex sha256(id)>-<16 hex version>". */
+/* Entry name relative to objects/:
+ * "<2 hex shard>/<64 hex sha256(id)>-<16 hex version>-<16 hex committed size>". Names of
+ * the older format, without the size, are migrated by the scan at open (cache_disk.c). */
 #define CACHE_HEX_LEN (2 * CACHE_SHA256_LEN)
-#define CACHE_FILE_LEN (CACHE_HEX_LEN + 1 + 16)
+#define CACHE_FILE_LEN (CACHE_HEX_LEN + 1 + 16 + 1 + 16)
+#define CACHE_OLD_FILE_LEN (CACHE_HEX_LEN + 1 + 16)
 #define CACHE_NAME_LEN (2 + 1 + CACHE_FILE_LEN)
 /* Temp file name in tmp/: "<prefix>-<16 hex random>"; prefixes are "fill" and "stage". */
 #define CACHE_TMP_NAME_MAX 32
@@ -65,11 +68,12 @@ struct cache {
 };
 
 /* cache_disk.c */
-void cache_disk_name(const uint8_t idh[CACHE_SHA256_LEN], int64_t version,
+void cache_disk_name(const uint8_t idh[CACHE_SHA256_LEN], int64_t version, uint64_t size,
 		     char out[CACHE_NAME_LEN + 1]);
 int cache_disk_open(struct cache *c, const char *dir);
 void cache_disk_close(struct cache *c);
-/* Reads objects/ into a malloc'd array of malloc'd entries sorted oldest first. */
+/* Reads objects/ into a malloc'd array of malloc'd entries sorted oldest first. Deletes
+ * files whose size differs from the size in their name; migrates old-format names. */
 int cache_disk_scan(struct cache *c, struct cache_entry ***out, size_t *n_out);
 /* Creates tmp/<prefix>-<random> O_RDWR, mode 0600; name_out gets the file name. */
 int cache_disk_tmp_create(struct cache *c, const char *prefix, char name_out[CACHE_TMP_NAME_MAX],

@@ -494,6 +494,23 @@ START_TEST(test_reopen_smaller)
 }
 END_TEST
 
+/* Path of the entry file of (id, version) with committed size `size`; size < 0 gives the
+ * old format "<H>-<V>" that has no size in it. */
+static void entry_path(const char *id, int64_t version, int64_t size, char out[512])
+{
+	uint8_t h[CACHE_SHA256_LEN];
+	char hex[65];
+	int n;
+
+	cache_sha256(id, strlen(id), h);
+	for (int j = 0; j < CACHE_SHA256_LEN; j++)
+		snprintf(hex + 2 * j, 3, "%02x", h[j]);
+	n = snprintf(out, 512, "%s/v1/objects/%.2s/%s-%016llx", dir, hex, hex,
+		     (unsigned long long)version);
+	if (size >= 0)
+		snprintf(out + n, 512 - (size_t)n, "-%016llx", (unsigned long long)size);
+}
+
 static void write_file(const char *path, size_t len, time_t mtime)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -524,17 +541,14 @@ START_TEST(test_open_cleans_and_orders)
 	write_file(p, 100, 0);
 	snprintf(p, sizeof(p), "%s/v1/objects/00/junk", dir);
 	write_file(p, 100, 0);
-	/* Eight 100-byte entries written behind the cache's back, mtimes shuffled. */
+	/* Eight 100-byte entries written behind the cache's back, mtimes shuffled; half of
+	 * them in the old name format (without the size), which is migrated keeping the
+	 * mtime, so the LRU order is the same. */
 	for (i = 0; i < 8; i++) {
-		uint8_t h[CACHE_SHA256_LEN];
-		char id[8], hex[65];
+		char id[8];
 
 		snprintf(id, sizeof(id), "e%d", i);
-		cache_sha256(id, strlen(id), h);
-		for (int j = 0; j < CACHE_SHA256_LEN; j++)
-			snprintf(hex + 2 * j, 3, "%02x", h[j]);
-		snprintf(names[i], sizeof(names[i]), "%s/v1/objects/%.2s/%s-%016x", dir, hex, hex,
-			 1u);
+		entry_path(id, 1, i % 2 ? -1 : 100, names[i]);
 		write_file(names[i], 100, 1000000 + (i * 5) % 8); /* e0 oldest ... */
 	}
 	c = open_cache(500); /* keeps the 5 most recently used */
@@ -547,7 +561,105 @@ START_TEST(test_open_cleans_and_orders)
 
 		snprintf(id, sizeof(id), "e%d", i);
 		ck_assert_msg(lookup_ok(c, id, 1, 'z', 100) == kept, "entry %s", id);
+		if (i % 2)
+			ck_assert_int_ne(access(names[i], F_OK), 0); /* old names are gone */
+		entry_path(id, 1, 100, p);
+		ck_assert_int_eq(access(p, F_OK) == 0, kept);
 	}
+	cache_close(c);
+}
+END_TEST
+
+/* The power-loss case: delayed allocation can leave a renamed entry empty or short. Such a
+ * file keeps its name (and so the committed size): cache_open drops it, it is never served,
+ * and the next cache_get fills it again. Entries of the right size (even 0) survive. */
+START_TEST(test_truncated_dropped)
+{
+	struct cache *c = open_cache(1 << 20);
+	char pa[512], pb[512], pc[512], pe[512];
+	struct fill f;
+	int fd = -1;
+
+	get_blob(c, "a", 1, 'a', BLOB);
+	get_blob(c, "b", 1, 'b', BLOB);
+	get_blob(c, "c", 1, 'c', BLOB);
+	get_blob(c, "e", 1, 'e', 0);
+	cache_close(c);
+	entry_path("a", 1, BLOB, pa);
+	entry_path("b", 1, BLOB, pb);
+	entry_path("c", 1, BLOB, pc);
+	entry_path("e", 1, 0, pe);
+	ck_assert_int_eq(truncate(pa, 0), 0);
+	ck_assert_int_eq(truncate(pb, BLOB / 2), 0);
+
+	c = open_cache(1 << 20);
+	ck_assert_uint_eq(stats(c).entries, 2);
+	ck_assert_uint_eq(stats(c).bytes, BLOB);
+	ck_assert_int_ne(access(pa, F_OK), 0);
+	ck_assert_int_ne(access(pb, F_OK), 0);
+	ck_assert_uint_eq(disk_files("objects", NULL), 2);
+	ck_assert(!lookup_ok(c, "a", 1, 'a', BLOB));
+	ck_assert(!lookup_ok(c, "b", 1, 'b', BLOB));
+	ck_assert(lookup_ok(c, "c", 1, 'c', BLOB));
+	ck_assert(lookup_ok(c, "e", 1, 'e', 0));
+	fill_init(&f, 'A', BLOB);
+	ck_assert_int_eq(cache_get(c, "a", 1, fill_cb, &f, &fd, NULL), 0);
+	ck_assert_int_eq(f.calls, 1);
+	check_fd(fd, 'A', BLOB);
+	close(fd);
+	ck_assert_int_eq(access(pa, F_OK), 0);
+
+	/* Changed behind the cache's back while open: dropped at the next hit, not served. */
+	ck_assert_int_eq(truncate(pc, 10), 0);
+	ck_assert(!lookup_ok(c, "c", 1, 'c', BLOB));
+	ck_assert_int_ne(access(pc, F_OK), 0);
+	ck_assert_uint_eq(stats(c).entries, 2);
+	ck_assert_uint_eq(stats(c).bytes, BLOB);
+	ck_assert_uint_eq(disk_files("objects", NULL), 2);
+	cache_close(c);
+}
+END_TEST
+
+/* Old-format names ("<H>-<V>", written with fsync by earlier versions) are renamed to the
+ * current format at open and kept; an old name next to a current one of the same key goes. */
+START_TEST(test_old_format_migrated)
+{
+	struct cache *c = open_cache(1 << 20);
+	char old1[512], old2[512], cur2[512], old3[512], cur3[512], p[512];
+
+	cache_close(c);
+	entry_path("o1", 5, -1, old1);
+	entry_path("o2", 5, -1, old2);
+	entry_path("o2", 5, 100, cur2);
+	entry_path("o3", 5, -1, old3);
+	entry_path("o3", 5, 100, cur3);
+	write_file(old1, 300, 1000000);
+	write_file(old2, 50, 1000001); /* migrates to a name of its own, then loses on LRU */
+	write_file(cur2, 100, 1000002);
+	write_file(old3, 100, 1000004); /* would migrate onto cur3's very name */
+	write_file(cur3, 100, 1000003);
+
+	c = open_cache(1 << 20);
+	ck_assert_uint_eq(stats(c).entries, 3);
+	ck_assert_uint_eq(stats(c).bytes, 500);
+	ck_assert_int_ne(access(old1, F_OK), 0);
+	ck_assert_int_ne(access(old2, F_OK), 0);
+	ck_assert_int_ne(access(old3, F_OK), 0);
+	entry_path("o1", 5, 300, p);
+	ck_assert_int_eq(access(p, F_OK), 0);
+	entry_path("o2", 5, 50, p);
+	ck_assert_int_ne(access(p, F_OK), 0);
+	ck_assert_int_eq(access(cur2, F_OK), 0);
+	ck_assert_int_eq(access(cur3, F_OK), 0);
+	ck_assert_uint_eq(disk_files("objects", NULL), 3);
+	ck_assert(lookup_ok(c, "o1", 5, 'z', 300));
+	ck_assert(lookup_ok(c, "o2", 5, 'z', 100));
+	ck_assert(lookup_ok(c, "o3", 5, 'z', 100));
+	cache_close(c);
+
+	c = open_cache(1 << 20); /* a second open finds only current names */
+	ck_assert_uint_eq(stats(c).entries, 3);
+	ck_assert(lookup_ok(c, "o1", 5, 'z', 300));
 	cache_close(c);
 }
 END_TEST
@@ -633,9 +745,10 @@ static int hostile_walk(const char *p, const struct stat *st, int flag, struct F
 	ck_assert_msg(strncmp(p, dir, strlen(dir)) == 0, "'%s' outside the cache", p);
 	if (flag == FTW_F && strcmp(rel, "/v1/lock") != 0) {
 		ck_assert_msg(strncmp(rel, "/v1/objects/", 12) == 0, "unexpected file '%s'", p);
-		ck_assert_msg(strlen(name) == 81 && is_hex(name, 64) && name[64] == '-' &&
-				  is_hex(name + 65, 16),
+		ck_assert_msg(strlen(name) == 98 && is_hex(name, 64) && name[64] == '-' &&
+				  is_hex(name + 65, 16) && is_hex(name + 82, 16),
 			      "unexpected name '%s'", p);
+		ck_assert_uint_eq(strtoull(name + 82, NULL, 16), (uint64_t)st->st_size);
 	}
 	return 0;
 }
@@ -814,6 +927,8 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, test_persistence);
 	tcase_add_test(tc, test_reopen_smaller);
 	tcase_add_test(tc, test_open_cleans_and_orders);
+	tcase_add_test(tc, test_truncated_dropped);
+	tcase_add_test(tc, test_old_format_migrated);
 	tcase_add_test(tc, test_version_keying);
 	tcase_add_test(tc, test_remove_all_versions);
 	tcase_add_test(tc, test_hostile_ids);
