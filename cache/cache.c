@@ -10,28 +10,49 @@
  * being filled in tmp/ are on disk on top of it. A blob bigger than the cap (or any blob
  * when max_bytes is 0) is served from its unlinked temp file and never committed.
  *
- * Layout (see cache_disk.c): <dir>/v1/objects/<ss>/<sha256hex(id)>-<version>-<size>, temp and
- * staged files in <dir>/v1/tmp. Names come only from hashes, so ids cannot escape <dir>.
+ * Layout (see cache_disk.c): <dir>/v1/objects/<ss>/<sha256hex(id)>-<version>-<size>, with
+ * version and size as 16 hex digits each; temp and staged files in <dir>/v1/tmp. Names come
+ * only from hashes, so ids cannot escape <dir>. The size in the name is the committed size:
+ * the index knows it, so a lookup by (id, version) builds the name without a directory scan.
  *
  * Persistence. The last-use stamp is also the file's mtime, set explicitly with futimens
  * to a strictly increasing nanosecond value (max(now, last + 1)) on commit and on every hit
  * that changes the order, so cache_open rebuilds the same LRU order by sorting on mtime.
  * cache_open is O(n log n) in entries: one fstatat per file, then a qsort.
  *
- * Crash safety. A blob becomes an entry only by rename(2) of a complete temp file: fill
- * writes tmp/fill-<random>, must return 0, then we fsync and rename. A failed fill never
- * becomes an entry and its temp file is unlinked. A crash leaves at worst files in tmp/,
- * which cache_open deletes, so garbage never grows. Sizes are whatever was committed; a
- * zero-length entry is valid because completeness is the fill callback's job (it returns
- * 0 only once the whole blob is written). The directory is not fsync'd after rename: a
- * power loss may drop a just-committed entry, never expose a partial one.
+ * Crash safety. The bytes are a copy of data that lives on the server: losing an entry
+ * costs a re-download, serving a truncated one is never acceptable. So completeness is
+ * verified, not forced to disk: a blob becomes an entry only by rename(2) of a complete
+ * temp file (fill wrote tmp/fill-<random> and returned 0, or the caller staged and adopted
+ * it), named with the size the file had at that moment. There is no fsync (unless
+ * IMAGESFS_CACHE_FSYNC=1 was set at cache_open), and the directory is not fsync'd either.
+ *  - kill -9 (or any crash of the process alone): written data is in the page cache and
+ *    survives; rename is atomic. Entries are complete; fills in flight leave files in tmp/,
+ *    which cache_open deletes, so garbage never grows.
+ *  - Power loss or kernel crash: recently committed entries may be missing (the rename did
+ *    not reach the journal), or present with fewer bytes than their name says (delayed
+ *    allocation: the rename was journaled before the data was written back; ext4 in its
+ *    default data=ordered mode and XFS then show a zero-length or short file). cache_open
+ *    deletes every entry whose st_size differs from the size in its name, and a hit
+ *    re-checks with fstat, so such a file is never served; the next read fills it again.
+ *    Recent LRU stamps may also be lost, which only changes the eviction order.
+ *  - Not covered: a filesystem that can journal a file's new size before its data (ext4
+ *    data=writeback, or no ordering at all) could leave a right-sized file holding zeros or
+ *    stale blocks after a power loss. Run with IMAGESFS_CACHE_FSYNC=1 there.
+ * A zero-length entry is valid: completeness of what was written is the fill callback's
+ * job (it returns 0 only once the whole blob is written). Entries named in the older format
+ * "<hash>-<version>" were fsync'd before their rename, so cache_open migrates them (one
+ * rename each, keeping their mtime) instead of dropping them; if a key ends up with two
+ * files the most recently used one is kept.
  *
  * Locking and costs. One mutex (c->lock) guards the index, the fill list and the stats.
- * It is never held during a fill or an fsync. It is held for a few metadata syscalls: a hit
- * does openat + futimens; a commit does one unlinkat per victim + futimens + renameat.
- * Concurrent misses on one key share one struct cache_fill: the first caller fills, the
- * others wait on its condition variable and get an independent fd on the same file
- * (reopened through /proc/self/fd, so it works even when the blob was not kept).
+ * It is never held during a fill (or the optional fsync). It is held for a few metadata
+ * syscalls: a hit does openat + fstat + futimens; a commit does one unlinkat per victim +
+ * futimens + renameat. Without the fsync a fill costs what writing the blob into the page
+ * cache costs and a commit a few metadata operations; writeback happens later, in the
+ * background. Concurrent misses on one key share one struct cache_fill: the first caller
+ * fills, the others wait on its condition variable and get an independent fd on the same
+ * file (reopened through /proc/self/fd, so it works even when the blob was not kept).
  */
 #include "cache_int.h"
 
@@ -280,8 +301,8 @@ int cache_lookup(struct cache *c, const char *id, int64_t version, int *fd_out, 
 	return err;
 }
 
-/* Creates the temp file and runs fill (then fsyncs). On success returns a read-only fd on the temp
- * file in *rfd and leaves the O_RDWR fd in *wfd; on failure nothing is left behind. */
+/* Creates the temp file and runs fill (and fsync if c->sync). On success returns a read-only
+ * fd on the temp file in *rfd and leaves the O_RDWR fd in *wfd; on failure nothing is left. */
 static int fill_to_tmp(struct cache *c, cache_fill_fn fill, void *arg,
 		       char tmp_name[CACHE_TMP_NAME_MAX], int *wfd, int *rfd, uint64_t *size)
 {
@@ -293,7 +314,7 @@ static int fill_to_tmp(struct cache *c, cache_fill_fn fill, void *arg,
 	err = fill(fd, arg);
 	if (err > 0)
 		err = -EIO; /* not the contract, but never let it look like success */
-	if (err == 0 && fsync(fd) < 0)
+	if (err == 0 && c->sync && fsync(fd) < 0)
 		err = -errno;
 	if (err == 0 && fstat(fd, &st) < 0)
 		err = -errno;
@@ -502,7 +523,7 @@ int cache_adopt(struct cache *c, const char *id, int64_t version, const char *st
 		err = -errno;
 	else if (!S_ISREG(st.st_mode))
 		err = -EINVAL;
-	else if (fsync(fd) < 0)
+	else if (c->sync && fsync(fd) < 0)
 		err = -errno;
 	if (err < 0) {
 		cache_warn("cannot adopt staged file '%s': %s", staged_path, strerror(-err));
@@ -591,6 +612,7 @@ static int index_load(struct cache *c)
 int cache_open(const struct cache_config *cfg, struct cache **out)
 {
 	struct cache *c;
+	const char *env;
 	int err;
 
 	if (!cfg || !cfg->dir || !*cfg->dir || !out)
@@ -602,6 +624,8 @@ int cache_open(const struct cache_config *cfg, struct cache **out)
 		return -err;
 	}
 	c->max_bytes = cfg->max_bytes;
+	env = getenv(CACHE_FSYNC_ENV);
+	c->sync = env && strcmp(env, "1") == 0;
 	if ((err = cache_disk_open(c, cfg->dir)) < 0 || (err = index_load(c)) < 0) {
 		cache_close(c);
 		return err;

@@ -21,8 +21,10 @@ struct cache_config {
 };
 
 /* Creates the layout under cfg->dir (parents too, 0700), deletes leftover temp files and
- * evicts down to max_bytes. One cache_open per dir at a time: -EBUSY while another (any
- * process) holds it. -EINVAL for a NULL or empty dir. */
+ * evicts down to max_bytes. Entries whose file size is not the size they were committed
+ * with (cut short by a power loss) are deleted. IMAGESFS_CACHE_FSYNC=1 in the environment
+ * makes this cache fsync every blob before committing it. One cache_open per dir at a time:
+ * -EBUSY while another (any process) holds it. -EINVAL for a NULL or empty dir. */
 int cache_open(const struct cache_config *cfg, struct cache **out);
 /* No other call on c may be in progress. NULL is a no-op. */
 void cache_close(struct cache *c);
@@ -36,10 +38,11 @@ typedef int (*cache_fill_fn)(int fd, void *arg);
 /* Returns a read-only fd on the blob of (id, version) and its size, marking it most
  * recently used. On a miss, calls fill exactly once even if many threads ask for the same
  * (id, version) at once (the others wait and share the result); the filled temp file is
- * fsync'd and renamed into place, evicting least-recently-used blobs first so the total
- * never exceeds max_bytes. A blob larger than max_bytes is still returned (from an
- * unlinked temp file) but not kept. The caller closes *fd_out; size_out may be NULL.
- * Waiters get the filler's error, or their own independent fd. */
+ * renamed into place (not fsync'd: see "Crash safety" in cache.c), evicting
+ * least-recently-used blobs first so the total never exceeds max_bytes. A blob larger
+ * than max_bytes is still returned (from an unlinked temp file) but not kept. The caller
+ * closes *fd_out; size_out may be NULL. Waiters get the filler's error, or their own
+ * independent fd. */
 int cache_get(struct cache *c, const char *id, int64_t version, cache_fill_fn fill, void *arg,
 	      int *fd_out, uint64_t *size_out);
 

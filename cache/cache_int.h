@@ -20,6 +20,8 @@
 #define CACHE_FILE_LEN (CACHE_HEX_LEN + 1 + 16 + 1 + 16)
 #define CACHE_OLD_FILE_LEN (CACHE_HEX_LEN + 1 + 16)
 #define CACHE_NAME_LEN (2 + 1 + CACHE_FILE_LEN)
+/* Set to 1 in the environment at cache_open: fsync every blob before its rename again. */
+#define CACHE_FSYNC_ENV "IMAGESFS_CACHE_FSYNC"
 /* Temp file name in tmp/: "<prefix>-<16 hex random>"; prefixes are "fill" and "stage". */
 #define CACHE_TMP_NAME_MAX 32
 #define CACHE_STAGE_PREFIX "stage"
@@ -56,6 +58,7 @@ struct cache {
 	int objects_fd; /* O_DIRECTORY on <dir>/v1/objects */
 	int tmp_fd;	/* O_DIRECTORY on <dir>/v1/tmp */
 	int lock_fd;	/* <dir>/v1/lock, flock'ed exclusively while open */
+	bool sync;	/* CACHE_FSYNC_ENV was 1: fsync before every commit */
 
 	pthread_mutex_t lock;
 	struct cache_entry **buckets; /* guarded by c->lock */
