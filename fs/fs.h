@@ -23,6 +23,7 @@
 #include <fuse_lowlevel.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -39,6 +40,8 @@
 #define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
 #define FS_NEG_TIMEOUT 1.0	     /* seconds a negative lookup is cached by the kernel */
 #define FS_STATS_TTL_MS 5000	     /* statfs answers reuse api_stats_get this long */
+/* Hidden attribute of the mount root: counts of FUSE operations served (for tests). */
+#define FS_XATTR_OPS "user.imagesfs.ops"
 
 enum fs_kind {
 	FS_K_ROOT,
@@ -60,6 +63,9 @@ enum fs_kind {
 #define FS_NF_VARRAW 0x0020	/* variant URLs differ from the account pattern: see extra */
 #define FS_NF_LOCALDIR 0x0040	/* directory made here (mkdir, or emptied by our own ops) */
 #define FS_NF_INVAL 0x0080	/* content changed: next open drops the kernel page cache */
+#define FS_NF_KSTALE                                                                               \
+	0x0100 /* the kernel may cache size 0 (unknown) with a timeout: opens                      \
+		* invalidate its attributes (cleared when it forgets the node) */
 
 struct fs_wstate;
 
@@ -118,8 +124,14 @@ struct fs_listing {
 	uint32_t gen;
 };
 
+/* FUSE operations served, for the FS_XATTR_OPS test hook. Relaxed atomics, no lock. */
+struct fs_opstats {
+	atomic_ullong lookup, getattr, readdir, readdirplus, getxattr, open, inval_attr;
+};
+
 struct fs_ctx {
 	struct fs_config cfg;
+	struct fs_opstats ops;
 	struct api_client *api;
 	struct cache *cache;
 	struct fuse_session *se;
@@ -226,6 +238,8 @@ char *fs_node_path_locked(struct fs_ctx *fs, struct fs_node *n);
 int fs_node_in_images(const struct fs_node *n);
 void fs_node_attr_locked(struct fs_ctx *fs, const struct fs_node *n, struct stat *st);
 double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
+/* Attribute timeout of a readdirplus entry (see fs_node.c: FS_NF_KSTALE). */
+double fs_node_dirplus_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
 /* Fills e for a reply and counts one lookup. */
 void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entry_param *e);
 int fs_name_valid(const char *name);
@@ -286,6 +300,8 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 		    size_t size, int flags);
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len);
+/* malloc'd "name count\n" lines of fs->ops (the FS_XATTR_OPS value); NULL on ENOMEM. */
+char *fs_ops_stats_text(struct fs_ctx *fs);
 
 /* ---- fs_special.c: variants/, keys/, stats, statfs ----------------------------- */
 int fs_variants_refresh(struct fs_ctx *fs, int force);

@@ -10,6 +10,16 @@
  * Reading goes through the blob cache: the first open of a version downloads it once (the
  * cache single-flights concurrent opens), later opens and remounts read the local copy.
  * Content per (id, uploaded) never changes, so the kernel page cache is kept across opens.
+ *
+ * Sizes. The list API has no sizes, yet `ls -l` must not cost a GETATTR per file, so
+ * readdirplus hands out size 0 with the full attribute timeout (FS_NF_KSTALE). A kernel
+ * that believes size 0 would end every cached read at offset 0, so an open of such a node
+ * invalidates the kernel's attributes (notify_inval_inode, attributes only) *before* it
+ * replies: the reader's fstat and its first read past the cached size then fetch the
+ * exact size. Replies built before the size was known and delivered after the
+ * invalidation are discarded by the kernel (their attr_version is older). Sending the
+ * notification from the open handler cannot deadlock: attribute invalidation takes no
+ * inode or page lock, and the inode is pinned by the opening file.
  */
 #include "fs.h"
 
@@ -189,7 +199,10 @@ static void reply_open_fh(fuse_req_t req, struct fs_ctx *fs, struct fuse_file_in
 	}
 }
 
-static int open_blob(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out, int *inval)
+/* *inval: the content changed since the kernel last saw it (drop its page cache);
+ * *kattr: the kernel may hold a wrong size (invalidate its attributes before replying). */
+static int open_blob(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out, int *inval,
+		     int *kattr)
 {
 	int fd = -1;
 	uint64_t size = 0;
@@ -234,6 +247,7 @@ static int open_blob(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out, i
 		n->flags |= FS_NF_SIZE;
 		n->flags &= ~FS_NF_INVAL;
 	}
+	*kattr = *inval || (n->flags & FS_NF_KSTALE);
 	n->nopen++;
 	pthread_mutex_unlock(&fs->lock);
 	*out = fh;
@@ -243,15 +257,19 @@ static int open_blob(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out, i
 void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi)
 {
 	struct fs_fh *fh = NULL;
-	int inval = 0, rc;
+	int inval = 0, kattr = 0, rc;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		rc = fs_img_open_write(fs, n, fi, &fh);
 	else
-		rc = open_blob(fs, n, &fh, &inval);
+		rc = open_blob(fs, n, &fh, &inval, &kattr);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
+	}
+	if (kattr && fs->se) { /* see the note at the top: before the reply */
+		atomic_fetch_add_explicit(&fs->ops.inval_attr, 1, memory_order_relaxed);
+		fuse_lowlevel_notify_inval_inode(fs->se, n->ino, -1, 0);
 	}
 	if (fh->kind == FS_FH_STAGED) {
 		fi->direct_io = 1; /* bytes still changing: no page cache */

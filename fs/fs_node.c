@@ -313,6 +313,10 @@ void fs_node_forget_locked(struct fs_ctx *fs, struct fs_node *n, uint64_t nlooku
 	if (n->ino <= FS_INO_STATS)
 		return;
 	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+	/* Forgotten entirely: the kernel holds no attributes and no reply is in flight (each
+	 * reply counted one lookup when it was built), so no stale size can surface. */
+	if (!n->nlookup)
+		n->flags &= ~FS_NF_KSTALE;
 	fs_node_maybe_free_locked(fs, n);
 }
 
@@ -431,13 +435,28 @@ double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n)
 {
 	switch (n->kind) {
 	case FS_K_IMG:
-		/* Unknown size: 0 so the kernel asks again once the blob is cached. */
+		/* Unknown size: 0 so the kernel asks again once the blob is cached. Being
+		 * written: the size changes under the kernel. */
 		return (n->flags & FS_NF_SIZE) && !(n->u.img && n->u.img->w) ? fs->ttl : 0;
 	case FS_K_STATS:
 		return 0;
 	default:
 		return fs->ttl;
 	}
+}
+
+/*
+ * Readdirplus (ls -l) gives images of unknown size the full timeout too: with 0, every
+ * stat(2) of a listing would be a GETATTR round trip. The kernel then caches size 0 for
+ * them; the caller marks such nodes FS_NF_KSTALE and the open that learns the size
+ * invalidates the kernel's attributes before replying (fs_images.c), so a read never
+ * stops at a cached size 0.
+ */
+double fs_node_dirplus_timeout_locked(struct fs_ctx *fs, const struct fs_node *n)
+{
+	if (n->kind == FS_K_IMG)
+		return n->u.img && n->u.img->w ? 0 : fs->ttl;
+	return fs_node_attr_timeout_locked(fs, n);
 }
 
 void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entry_param *e)

@@ -45,8 +45,20 @@ static int node_kind(struct fs_ctx *fs, fuse_ino_t ino, struct fs_node **np)
 	return kind;
 }
 
+#define FS_MAX_WRITE (1024 * 1024)
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	/* Big requests: a 1 MB image is written in one FUSE_WRITE when the writer's buffer is
+	 * that big (st_blksize below invites it) and readdirplus pages are as large as the
+	 * kernel allows. libfuse's buffer caps max_write; never raise it past that. */
+	if (conn->max_write > FS_MAX_WRITE)
+		conn->max_write = FS_MAX_WRITE;
+	conn->max_background = 64; /* readahead of 8+ parallel readers */
+	conn->congestion_threshold = 48;
+	fs_log(FS_LOG_DEBUG, "fuse: proto %u.%u, max_write %u, max_read %u, max_readahead %u",
+	       conn->proto_major, conn->proto_minor, conn->max_write, conn->max_read,
+	       conn->max_readahead);
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO; /* always plus: ls -l needs no lookups */
@@ -62,6 +74,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	int kind = node_kind(fs, parent, &dir), rc;
 
+	atomic_fetch_add_explicit(&fs->ops.lookup, 1, memory_order_relaxed);
 	if (kind == FS_K_DIR) {
 		fs_img_lookup(req, fs, dir, name);
 		return;
@@ -118,6 +131,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs_ctx *fs = ctx(req);
 	struct stat st;
 	double timeout = 0;
+	atomic_fetch_add_explicit(&fs->ops.getattr, 1, memory_order_relaxed);
 	pthread_mutex_lock(&fs->lock);
 	struct fs_node *n = fs_node_get_locked(fs, ino);
 	if (n) {
@@ -311,6 +325,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int kind = node_kind(fs, ino, &n), rc;
 	int writing = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
 
+	atomic_fetch_add_explicit(&fs->ops.open, 1, memory_order_relaxed);
 	if (kind == FS_K_IMG) {
 		fs_img_open(req, fs, n, fi);
 		return;
@@ -516,7 +531,7 @@ static size_t dir_add_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh
 	fs_node_attr_locked(fs, n, &e.attr);
 	size_t used;
 	if (plus) {
-		e.attr_timeout = fs_node_attr_timeout_locked(fs, n);
+		e.attr_timeout = fs_node_dirplus_timeout_locked(fs, n);
 		e.entry_timeout = fs->ttl;
 		used = fuse_add_direntry_plus(req, buf, room, name, &e, (off_t)(idx + 1));
 	} else {
@@ -524,8 +539,11 @@ static size_t dir_add_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh
 	}
 	if (used > room)
 		return 0;
-	if (plus && idx >= 2)
+	if (plus && idx >= 2) {
 		n->nlookup++; /* the kernel counts a lookup for every entry it receives */
+		if (n->kind == FS_K_IMG && !(n->flags & FS_NF_SIZE) && e.attr_timeout > 0)
+			n->flags |= FS_NF_KSTALE;
+	}
 	return used;
 }
 
@@ -536,6 +554,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_fh *fh = fh_of(fi);
 	char *buf = malloc(size);
 	size_t pos = 0;
+	atomic_fetch_add_explicit(plus ? &fs->ops.readdirplus : &fs->ops.readdir, 1,
+				  memory_order_relaxed);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;

@@ -9,9 +9,11 @@
  *   user.variants          ro  delivery URLs, one per line
  *
  * Reads and lists are answered from the table (no network). A set on an uploaded image is
- * one PATCH; on a file not uploaded yet it is stored and sent with the upload. Everything
- * outside user.* is refused at once without network, so the kernel's security.* probes on
- * every write cost nothing.
+ * one PATCH; on a file not uploaded yet it is stored and sent with the upload. Every name
+ * outside user.* (security.*, system.posix_acl_*, trusted.*) is refused at once with
+ * EOPNOTSUPP, without network: that is the answer after which `ls -l` (coreutils) stops
+ * asking this file system for SELinux labels and ACLs, so a listing costs no getxattr round
+ * trips per file. Unknown user.* names are ENODATA (get) or ENOTSUP (set).
  */
 #include "fs.h"
 
@@ -37,6 +39,12 @@ static int xa_find(const char *name)
 		if (strcmp(name, xa_names[i]) == 0)
 			return i;
 	return -1;
+}
+
+/* Only user.* names exist here; anything else is "not supported", not "absent". */
+static int xa_namespace_ok(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0;
 }
 
 static int xa_readonly(int x)
@@ -102,6 +110,21 @@ static char *xa_value_locked(struct fs_ctx *fs, struct fs_node *n, int x, int *e
 	return v;
 }
 
+char *fs_ops_stats_text(struct fs_ctx *fs)
+{
+	struct fs_opstats *o = &fs->ops;
+	char *s = malloc(512);
+	if (s)
+		snprintf(s, 512,
+			 "lookup %llu\ngetattr %llu\nreaddir %llu\nreaddirplus %llu\n"
+			 "getxattr %llu\nopen %llu\ninval_attr %llu\n",
+			 atomic_load(&o->lookup), atomic_load(&o->getattr),
+			 atomic_load(&o->readdir), atomic_load(&o->readdirplus),
+			 atomic_load(&o->getxattr), atomic_load(&o->open),
+			 atomic_load(&o->inval_attr));
+	return s;
+}
+
 static struct fs_node *img_node_locked(struct fs_ctx *fs, fuse_ino_t ino)
 {
 	struct fs_node *n = fs_node_get_locked(fs, ino);
@@ -113,7 +136,13 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 	struct fs_ctx *fs = fuse_req_userdata(req);
 	int x = xa_find(name), err = -ENODATA;
 	char *v = NULL;
-	if (x >= 0) {
+	atomic_fetch_add_explicit(&fs->ops.getxattr, 1, memory_order_relaxed);
+	if (!xa_namespace_ok(name)) {
+		err = -EOPNOTSUPP;
+	} else if (ino == FS_INO_ROOT && strcmp(name, FS_XATTR_OPS) == 0) {
+		v = fs_ops_stats_text(fs);
+		err = -ENOMEM;
+	} else if (x >= 0) {
 		pthread_mutex_lock(&fs->lock);
 		struct fs_node *n = img_node_locked(fs, ino);
 		if (n)
@@ -302,7 +331,7 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 	int is_img = img_node_locked(fs, ino) != NULL;
 	pthread_mutex_unlock(&fs->lock);
 	if (!is_img || x < 0)
-		rc = -ENOTSUP; /* security.*, system.*, trusted.*, unknown user.* */
+		rc = -EOPNOTSUPP; /* security.*, system.*, trusted.*, unknown user.* */
 	else if (fs->cfg.ro)
 		rc = -EROFS;
 	else if (xa_readonly(x))
@@ -324,7 +353,9 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct fs_node *n = img_node_locked(fs, ino);
 	int exists = n && x >= 0 && xa_exists_locked(n, x);
 	pthread_mutex_unlock(&fs->lock);
-	if (!n || x < 0)
+	if (!xa_namespace_ok(name))
+		rc = -EOPNOTSUPP;
+	else if (!n || x < 0)
 		rc = -ENODATA;
 	else if (fs->cfg.ro)
 		rc = -EROFS;

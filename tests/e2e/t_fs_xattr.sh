@@ -80,10 +80,12 @@ for a in user.filename user.uploaded user.variants; do
 	expect_errno EPERM "os.setxattr('$F', '$a', b'x')"
 	expect_errno EPERM "os.removexattr('$F', '$a')"
 done
-expect_errno ENODATA "os.getxattr('$F', 'security.capability')"
+expect_errno EOPNOTSUPP "os.getxattr('$F', 'security.capability')"
 expect_errno ENOTSUP "os.setxattr('$F', 'security.selinux', b'x')"
 expect_errno ENOTSUP "os.setxattr('$F', 'trusted.x', b'x')"
-expect_errno ENODATA "os.getxattr('$F', 'system.posix_acl_access')"
+expect_errno EOPNOTSUPP "os.getxattr('$F', 'system.posix_acl_access')"
+expect_errno EOPNOTSUPP "os.getxattr('$M/images', 'security.selinux')"
+expect_errno EOPNOTSUPP "os.removexattr('$F', 'security.selinux')"
 expect_errno ENOTSUP "os.setxattr('$F', 'user.unknown', b'x')"
 expect_errno ENODATA "os.getxattr('$F', 'user.unknown')"
 expect_eq "no API calls for refused xattrs" "$(emu_total)" 0
