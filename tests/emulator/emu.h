@@ -31,6 +31,11 @@
 #define EMU_MAX_KEYS 100u
 #define EMU_MAX_KEY_NAME 20u
 #define EMU_MAX_SEGMENTS 16u
+#define EMU_MAX_DRAFTS 10000u /* pending direct uploads (expired ones are swept first) */
+#define EMU_DRAFT_MIN_S 120   /* direct upload expiry: now + 2 min .. now + 6 h */
+#define EMU_DRAFT_MAX_S 21600
+#define EMU_DRAFT_DEFAULT_S 1800
+#define EMU_DRAFT_SLACK_S 10 /* tolerance on both expiry bounds for time in transit */
 #define EMU_MAX_QUERY_PARAMS 32u
 #define EMU_DEFAULT_ACCOUNT "0123456789abcdef0123456789abcdef"
 #define EMU_DEFAULT_TOKEN "imagesfs-demo-token"
@@ -69,6 +74,8 @@ char *emu_pct_decode(const char *src, size_t n, bool plus_is_space, size_t *outl
 bool emu_utf8_valid(const char *s, size_t n);
 bool emu_has_ctl(const char *s, size_t n);
 bool emu_is_uuid(const char *s, size_t n);
+/* RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)) to epoch ms; 0 or -EINVAL. */
+int emu_parse_rfc3339(const char *s, size_t n, int64_t *ms);
 void emu_random_bytes(void *buf, size_t n);
 void emu_uuid4(char out[37]);
 /* base64url without padding of n bytes; out must hold 4*n/3+4 bytes. */
@@ -101,6 +108,8 @@ enum emu_op {
 	EMU_OP_VARIANTS_CREATE,
 	EMU_OP_VARIANTS_EDIT,
 	EMU_OP_VARIANTS_DELETE,
+	EMU_OP_DIRECT_UPLOAD,
+	EMU_OP_DIRECT_FILE,
 	EMU_OP_OTHER,
 	EMU_OP_COUNT
 };
@@ -153,6 +162,8 @@ struct emu_req {
 	const char *method;
 	bool is_api;
 	bool is_admin;
+	bool is_upload; /* /upload/<hash>/<id>: a direct upload URL (no auth) */
+	bool v2;	/* the path is under images/v2 */
 	enum emu_op op;
 	/* decoded path segments after /client/v4/accounts/{acct}/images/, owned */
 	char *seg[EMU_MAX_SEGMENTS];
@@ -207,9 +218,11 @@ struct emu_image {
 	char *creator; /* NULL when unset */
 	char *meta;    /* compact JSON object text, NULL when no metadata */
 	bool require_signed;
-	int64_t uploaded_ms;
-	uint64_t seq; /* position key of the upload-time index */
-	struct emu_blob *blob;
+	bool draft;	       /* direct upload not completed yet: no blob, not in order[] */
+	int64_t expires_ms;    /* drafts only: the upload URL stops working then */
+	int64_t uploaded_ms;   /* drafts: creation time (also the persistence file name) */
+	uint64_t seq;	       /* position key of the upload-time index (0 for drafts) */
+	struct emu_blob *blob; /* NULL for drafts */
 	struct emu_image *hnext;
 };
 
@@ -225,7 +238,8 @@ struct emu_store {
 	pthread_rwlock_t lock;
 	struct emu_image **buckets; /* guarded by lock */
 	size_t nbuckets;	    /* guarded by lock */
-	size_t count;		    /* guarded by lock */
+	size_t count;		    /* images + drafts in the hash, guarded by lock */
+	size_t ndrafts;		    /* guarded by lock */
 	struct emu_slot *order;	    /* sorted by seq (= upload time), guarded by lock */
 	size_t norder;		    /* guarded by lock */
 	size_t corder;		    /* guarded by lock */
@@ -254,11 +268,33 @@ int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu
 /* Inserts n images in one locked pass (seeding); all or nothing (-EEXIST/-ENOSPC). Takes
  * ownership of every image on success; ms_out[i] receives each upload time. */
 int emu_store_insert_many(struct emu_store *s, struct emu_image **ims, size_t n, int64_t *ms_out);
-/* Inserts a loaded image keeping its uploaded_ms (persist load); index sorted later. */
-int emu_store_load_one(struct emu_store *s, struct emu_image *im);
+/* Inserts a loaded image keeping its uploaded_ms (persist load); index sorted later. A draft
+ * with the same id as a loaded image is unlinked and handed back in *displaced (caller frees
+ * it and removes its file); -EEXIST for other duplicates. */
+int emu_store_load_one(struct emu_store *s, struct emu_image *im, struct emu_image **displaced);
 void emu_store_load_done(struct emu_store *s);
+/* Number of images, drafts excluded. */
 size_t emu_store_count(struct emu_store *s);
-/* Serializes one image as JSON into out; -ENOENT if absent. */
+/* Inserts a draft (im->draft and expires_ms set, no blob), taking ownership on success only.
+ * Expired drafts with the same id are dropped first. -EEXIST, -ENOSPC (account full),
+ * -EDQUOT (EMU_MAX_DRAFTS pending), -EIO (persisting failed; nothing stored). */
+int emu_store_insert_draft(struct emu_store *s, struct emu_image *im);
+/* State of the draft behind an upload URL; an expired draft is removed. */
+enum emu_draft_state { EMU_DRAFT_ABSENT, EMU_DRAFT_LIVE, EMU_DRAFT_EXPIRED, EMU_DRAFT_USED };
+enum emu_draft_state emu_store_draft_state(struct emu_store *s, const char *id, size_t idlen);
+/* Drafts held in memory (expired ones not yet removed included). */
+size_t emu_store_draft_count(struct emu_store *s);
+/* Test hook: makes every pending draft expire now (memory only; removal stays lazy). Returns
+ * how many were pending. */
+size_t emu_store_expire_drafts(struct emu_store *s);
+/* Completes draft id with blob (a reference is taken) and filename (copied), giving it a new
+ * upload time; serializes the image into out. -ENOENT (absent), -ETIMEDOUT (expired: the
+ * draft is removed), -EALREADY (not a draft: URL used), -ENOSPC, -ENOMEM, -EIO (persisting
+ * failed: the image is removed). */
+int emu_store_complete_draft(struct emu_store *s, const char *id, size_t idlen,
+			     struct emu_blob *blob, const char *filename,
+			     const struct emu_vnames *vn, struct emu_buf *out);
+/* Serializes one image as JSON into out; -ENOENT if absent (an expired draft is removed). */
 int emu_store_get_json(struct emu_store *s, const char *id, size_t idlen,
 		       const struct emu_vnames *vn, struct emu_buf *out);
 struct emu_patch {
@@ -272,7 +308,7 @@ struct emu_patch {
 int emu_store_edit(struct emu_store *s, const char *id, size_t idlen, const struct emu_patch *p,
 		   const struct emu_vnames *vn, struct emu_buf *out);
 int emu_store_delete(struct emu_store *s, const char *id, size_t idlen);
-/* Returns a blob reference (caller unrefs) or NULL if absent. */
+/* Returns a blob reference (caller unrefs) or NULL if absent or a draft. */
 struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t idlen);
 #define EMU_FILTER_MAX 5
 #define EMU_FILTER_MAX_DEPTH 5
@@ -524,12 +560,26 @@ void emu_h_variants_get(struct emu *e, struct emu_req *rq);
 void emu_h_variants_create(struct emu *e, struct emu_req *rq);
 void emu_h_variants_edit(struct emu *e, struct emu_req *rq);
 void emu_h_variants_delete(struct emu *e, struct emu_req *rq);
+void emu_h_direct_upload(struct emu *e, struct emu_req *rq);
+void emu_h_direct_file(struct emu *e, struct emu_req *rq);
 /* Admin (emu_admin.c): everything under /__emulator/. */
 void emu_h_admin(struct emu *e, struct emu_req *rq);
 
 /* Shared handler helpers (emu_images.c): false with a 400 reply set when invalid. */
 bool emu_check_metadata(struct emu_req *rq, struct json_object *m);
 bool emu_check_creator(struct emu_req *rq, const char *c, size_t n);
+/* Shared by upload and direct upload (emu_upload.c). Each returns false with a reply set. */
+/* Parses the multipart body (415/5415 when not multipart, 400/5400 when malformed). */
+bool emu_upload_parse_form(struct emu_req *rq, struct emu_form *form);
+/* Text fields id, metadata / metadata[..], requireSignedURLs, creator into im (id NULL when
+ * not given); direct: refuses file/url and returns the expiry part (NULL when absent). */
+bool emu_upload_text_fields(struct emu_req *rq, const struct emu_form *form, bool direct,
+			    struct emu_image *im, const struct emu_part **expiry);
+/* Validates a custom id (400/5400). */
+bool emu_check_custom_id(struct emu_req *rq, const char *id, size_t n);
+/* The `file` part of a form as a new blob (size 413/5413, filename, format 415/5455). */
+struct emu_blob *emu_upload_file_part(struct emu_req *rq, const struct emu_form *form,
+				      char **filename);
 /* Parses the request body as a JSON object; replies 400 and returns NULL on failure. */
 struct json_object *emu_req_json_object(struct emu_req *rq);
 

@@ -11,6 +11,9 @@
  *   DELETE /__emulator/faults        clears every rule -> {"ok":true}
  *   GET    /__emulator/ratelimit     {"limit":N,"window":S,"used":N}
  *   POST   /__emulator/ratelimit     {"limit":N,"window":S} (limit 0 disables)
+ *   GET    /__emulator/drafts        {"drafts":N}: direct-upload drafts held (expired ones
+ *                                    not yet removed lazily included)
+ *   POST   /__emulator/drafts/expire {"expired":N}: every pending draft expires now (test hook)
  * Errors: {"error":"<message>"} with 400 (bad input), 404 (unknown path), 405 (method),
  * 409 (seed id exists), 403 (seed beyond --allowed).
  */
@@ -402,8 +405,17 @@ void emu_h_admin(struct emu *e, struct emu_req *rq)
 		admin_ok(rq);
 	} else if (!strcmp(p, "ratelimit") && (get || post)) {
 		h_ratelimit(e, rq, post);
+	} else if (!strcmp(p, "drafts") && get) {
+		emu_buf_init(&b, 0);
+		emu_buf_printf(&b, "{\"drafts\":%zu}", emu_store_draft_count(&e->store));
+		emu_reply_json_buf(rq, 200, &b);
+	} else if (!strcmp(p, "drafts/expire") && post) {
+		emu_buf_init(&b, 0);
+		emu_buf_printf(&b, "{\"expired\":%zu}", emu_store_expire_drafts(&e->store));
+		emu_reply_json_buf(rq, 200, &b);
 	} else if (!strcmp(p, "health") || !strcmp(p, "stats") || !strcmp(p, "stats/reset") ||
-		   !strcmp(p, "seed") || !strcmp(p, "faults") || !strcmp(p, "ratelimit")) {
+		   !strcmp(p, "seed") || !strcmp(p, "faults") || !strcmp(p, "ratelimit") ||
+		   !strcmp(p, "drafts") || !strcmp(p, "drafts/expire")) {
 		admin_error(rq, 405, "method not allowed");
 	} else {
 		admin_error(rq, 404, "unknown admin endpoint");

@@ -12,6 +12,8 @@
  *      fills rq->reply. If the reply must be delayed (--latency-ms, stall fault) the
  *      connection is suspended and emu_delay resumes it later, so a delay never blocks a
  *      pool thread; the reply is then queued (or the connection dropped/truncated).
+ *      Direct upload URLs (/upload/<hash>/<id>, like upload.imagedelivery.net) skip the
+ *      rate limit and auth; faults and --latency-ms apply to them.
  */
 #include "emu.h"
 
@@ -25,10 +27,25 @@
 #include <sys/socket.h>
 
 const char *const emu_op_names[EMU_OP_COUNT] = {
-    "images.list_v1",  "images.list_v2", "images.upload", "images.get",	     "images.edit",
-    "images.delete",   "images.blob",	 "keys.list",	  "keys.put",	     "keys.delete",
-    "stats.get",       "variants.list",	 "variants.get",  "variants.create", "variants.edit",
-    "variants.delete", "other",
+    "images.list_v1",
+    "images.list_v2",
+    "images.upload",
+    "images.get",
+    "images.edit",
+    "images.delete",
+    "images.blob",
+    "keys.list",
+    "keys.put",
+    "keys.delete",
+    "stats.get",
+    "variants.list",
+    "variants.get",
+    "variants.create",
+    "variants.edit",
+    "variants.delete",
+    "images.direct_upload",
+    "images.direct_upload_file",
+    "other",
 };
 
 typedef void (*emu_handler_fn)(struct emu *e, struct emu_req *rq);
@@ -50,6 +67,8 @@ static const emu_handler_fn handlers[EMU_OP_COUNT] = {
     [EMU_OP_VARIANTS_CREATE] = emu_h_variants_create,
     [EMU_OP_VARIANTS_EDIT] = emu_h_variants_edit,
     [EMU_OP_VARIANTS_DELETE] = emu_h_variants_delete,
+    [EMU_OP_DIRECT_UPLOAD] = emu_h_direct_upload,
+    [EMU_OP_DIRECT_FILE] = emu_h_direct_file,
 };
 
 int emu_op_from_name(const char *name)
@@ -236,9 +255,12 @@ struct emu_route {
 };
 
 /* Segments after images/v1 or images/v2; the first matching row wins. The op-less rows make
- * keys/stats/variants reserved words (no image op on an id spelled like them). */
+ * keys/stats/variants/direct_upload reserved words (no image op on an id spelled like them). */
 static const struct emu_route routes[] = {
     {true, 0, NULL, NULL, "GET", EMU_OP_LIST_V2},
+    {true, 1, "direct_upload", NULL, "POST", EMU_OP_DIRECT_UPLOAD},
+    {false, 1, "direct_upload", NULL, "POST", EMU_OP_DIRECT_UPLOAD},
+    {false, 1, "direct_upload", NULL, NULL, EMU_OP_OTHER},
     {false, 0, NULL, NULL, "GET", EMU_OP_LIST_V1},
     {false, 0, NULL, NULL, "POST", EMU_OP_UPLOAD},
     {false, 1, "keys", NULL, "GET", EMU_OP_KEYS_LIST},
@@ -305,6 +327,7 @@ static void classify_api(struct emu_req *rq, const char *rest)
 	    (memcmp(raw[3], "v1", 2) && memcmp(raw[3], "v2", 2)))
 		return;
 	v2 = raw[3][1] == '2';
+	rq->v2 = v2;
 	rq->account = emu_pct_decode(raw[1], rawlen[1], false, NULL);
 	if (!rq->account)
 		return;
@@ -318,6 +341,27 @@ static void classify_api(struct emu_req *rq, const char *rest)
 	}
 	rq->op = route(rq, v2);
 	rq->route_ok = rq->op != EMU_OP_OTHER;
+}
+
+/* /upload/<hash>/<id>: seg[0] = hash, seg[1] = the rest decoded as one id (so both a%2Fb
+ * and a/b name the id "a/b"). Only POST is routed. */
+static void classify_upload(struct emu_req *rq, const char *rest)
+{
+	const char *sl = strchr(rest, '/');
+
+	rq->op = EMU_OP_OTHER;
+	if (!sl || sl == rest || !sl[1] || strcmp(rq->method, "POST"))
+		return;
+	rq->seg[0] = emu_pct_decode(rest, (size_t)(sl - rest), false, &rq->seglen[0]);
+	if (!rq->seg[0])
+		return;
+	rq->nseg = 1;
+	rq->seg[1] = emu_pct_decode(sl + 1, strlen(sl + 1), false, &rq->seglen[1]);
+	if (!rq->seg[1])
+		return;
+	rq->nseg = 2;
+	rq->op = EMU_OP_DIRECT_FILE;
+	rq->route_ok = true;
 }
 
 static void classify(struct emu *e, struct emu_req *rq)
@@ -339,9 +383,14 @@ static void classify(struct emu *e, struct emu_req *rq)
 		else
 			rq->op = EMU_OP_OTHER;
 		atomic_fetch_add_explicit(&e->ops[rq->op], 1, memory_order_relaxed);
+	} else if (strncmp(rq->path, "/upload/", 8) == 0) {
+		rq->is_upload = true;
+		classify_upload(rq, rq->path + 8);
+		atomic_fetch_add_explicit(&e->ops[rq->op], 1, memory_order_relaxed);
 	}
-	rq->body.max =
-	    rq->op == EMU_OP_UPLOAD && rq->route_ok ? EMU_UPLOAD_BODY_CAP : EMU_JSON_BODY_CAP;
+	rq->body.max = (rq->op == EMU_OP_UPLOAD || rq->op == EMU_OP_DIRECT_FILE) && rq->route_ok
+			   ? EMU_UPLOAD_BODY_CAP
+			   : EMU_JSON_BODY_CAP;
 }
 
 /* ---- auth ---- */
@@ -427,7 +476,7 @@ static bool pre_checks(struct emu *e, struct emu_req *rq)
 
 static void reply_too_large(struct emu_req *rq)
 {
-	if (rq->op == EMU_OP_UPLOAD)
+	if (rq->op == EMU_OP_UPLOAD || rq->op == EMU_OP_DIRECT_FILE)
 		emu_reply_error(rq, 413, 5413, "Maximum image size of 10 MB is reached");
 	else
 		emu_reply_error(rq, 413, 5400, "Request body too large");
@@ -453,7 +502,7 @@ static void process_api(struct emu *e, struct emu_req *rq)
 	long retry = 0;
 	bool after = false;
 
-	if (!emu_faults_rate_charge(&e->faults, &rq->reply, &retry)) {
+	if (!rq->is_upload && !emu_faults_rate_charge(&e->faults, &rq->reply, &retry)) {
 		char ra[24];
 
 		snprintf(ra, sizeof(ra), "%ld", retry);
@@ -469,7 +518,9 @@ static void process_api(struct emu *e, struct emu_req *rq)
 		}
 		after = true;
 	}
-	if (!pre_checks(e, rq)) {
+	if (rq->is_upload && !rq->route_ok)
+		emu_reply_error(rq, 404, 5404, "Upload URL not found");
+	else if (rq->is_upload || !pre_checks(e, rq)) {
 		if (rq->body_overflow)
 			reply_too_large(rq);
 		else
@@ -486,7 +537,7 @@ static void process(struct emu *e, struct emu_req *rq)
 			reply_too_large(rq);
 		else
 			emu_h_admin(e, rq);
-	} else if (rq->is_api) {
+	} else if (rq->is_api || rq->is_upload) {
 		process_api(e, rq);
 		if (e->latency_ms > 0)
 			rq->reply.delay_ms += e->latency_ms;

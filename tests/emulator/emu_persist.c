@@ -7,7 +7,10 @@
  *   DIR/images/i-<ms>.img     one file per image, <ms> = uploaded_ms as 16 hex digits (unique
  *                             in a store because upload times strictly increase); content is
  *                             one JSON header line {id,filename,creator?,meta?,
- *                             requireSignedURLs,uploaded_ms,size} + "\n" + the exact blob bytes
+ *                             requireSignedURLs,uploaded_ms,size} + "\n" + the exact blob bytes;
+ *                             a direct-upload draft has "draft":true,"expires_ms":N, size 0 and
+ *                             no bytes (its <ms> is the creation time; completing it writes the
+ *                             image under its new upload time, then unlinks the draft's file)
  *
  * Every write goes to a temp file in the same directory, is fsync'ed, renamed over the target
  * and the directory is fsync'ed (seeding skips the per-file fsync and only fsyncs the
@@ -226,8 +229,8 @@ int emu_persist_sync_image(struct emu_persist *p, struct emu_store *s, const cha
 	pthread_mutex_lock(mu);
 	rc = emu_store_record(s, id, idlen, uploaded_ms, &hdr, &blob);
 	if (rc == 0) {
-		rc = emu_write_atomic(p->imgfd, name, hdr.data, hdr.len, blob->data, blob->len,
-				      do_sync);
+		rc = emu_write_atomic(p->imgfd, name, hdr.data, hdr.len, blob ? blob->data : NULL,
+				      blob ? blob->len : 0, do_sync);
 	} else if (rc == -ENOENT) {
 		rc = 0;
 		if (unlinkat(p->imgfd, name, 0) < 0 && errno != ENOENT)
@@ -294,6 +297,10 @@ static struct emu_image *parse_image_file(const char *buf, size_t len, const cha
 		im->require_signed = json_object_get_boolean(v);
 	if (json_object_object_get_ex(h, "uploaded_ms", &v))
 		im->uploaded_ms = json_object_get_int64(v);
+	if (json_object_object_get_ex(h, "draft", &v))
+		im->draft = json_object_get_boolean(v);
+	if (im->draft && json_object_object_get_ex(h, "expires_ms", &v))
+		im->expires_ms = json_object_get_int64(v);
 	if (!json_object_object_get_ex(h, "size", &v) ||
 	    (size_t)json_object_get_int64(v) != len - hlen - 1) {
 		*why = "size mismatch (truncated file?)";
@@ -302,7 +309,13 @@ static struct emu_image *parse_image_file(const char *buf, size_t len, const cha
 	json_object_put(h);
 	if (!bad && (!im->id || !im->filename || im->uploaded_ms <= 0))
 		bad = true;
-	if (!bad) {
+	if (!bad && im->draft && (im->expires_ms <= 0 || len - hlen - 1 != 0)) {
+		*why = "malformed draft";
+		bad = true;
+	}
+	if (!bad && im->draft) {
+		im->idlen = strlen(im->id);
+	} else if (!bad) {
 		im->idlen = strlen(im->id);
 		im->blob = emu_blob_new(nl + 1, len - hlen - 1);
 		bad = im->blob == NULL;
@@ -414,6 +427,28 @@ struct load_job {
 	int rc;		    /* guarded by mu */
 };
 
+/* Inserts one loaded image (job->mu held); drafts superseded by their image are removed. */
+static void load_insert(struct load_job *j, struct emu_image *im, const char *name)
+{
+	struct emu_image *displaced = NULL;
+	char dname[32];
+	int rc = emu_store_load_one(j->s, im, &displaced);
+
+	if (displaced) {
+		image_name(displaced->uploaded_ms, dname);
+		unlinkat(j->p->imgfd, dname, 0);
+		emu_image_free(displaced);
+	}
+	if (rc == -EEXIST && im->draft) {
+		unlinkat(j->p->imgfd, name, 0); /* the draft of an image that was completed */
+		emu_image_free(im);
+	} else if (rc) {
+		fprintf(stderr, "imagesfs-emulator: skipping image file '%s': %s\n", name,
+			rc == -EEXIST ? "duplicate id" : strerror(-rc));
+		emu_image_free(im);
+	}
+}
+
 /* Worker: reads and parses files in parallel (many I/Os in flight on a cold cache, JSON
  * parsing on every core), inserts under job->mu. */
 static void *load_worker(void *arg)
@@ -431,11 +466,13 @@ static void *load_worker(void *arg)
 				j->ents[i].name, strerror(-rc));
 			j->rc = rc;
 		}
-		if (im && (rc = emu_store_load_one(j->s, im)) != 0) {
-			fprintf(stderr, "imagesfs-emulator: skipping image file '%s': %s\n",
-				j->ents[i].name, rc == -EEXIST ? "duplicate id" : strerror(-rc));
+		if (im && im->draft && im->expires_ms <= emu_now_ms()) {
+			unlinkat(j->p->imgfd, j->ents[i].name, 0); /* an expired draft */
 			emu_image_free(im);
+			im = NULL;
 		}
+		if (im)
+			load_insert(j, im, j->ents[i].name);
 		pthread_mutex_unlock(&j->mu);
 	}
 	return NULL;

@@ -9,6 +9,14 @@
  * which keeps deletes amortized O(1) and page scans at most 2x the live entries.
  * Blobs are immutable and reference counted so blob responses and persistence can use them
  * without holding the lock.
+ *
+ * Drafts (direct uploads whose file has not arrived) live in the hash table only, flagged
+ * draft, without a blob and without an order[] slot, so lists never see them; count includes
+ * them and ndrafts says how many. Completing a draft gives it a new upload time and appends
+ * it to order[]. Expired drafts are removed lazily: when an operation that holds the write
+ * lock meets one (get drops its read lock and comes back), and in a sweep of the whole table
+ * when EMU_MAX_DRAFTS are pending. Removed images go on a "grave" list (chained by hnext)
+ * whose files are unlinked and memory freed after the lock is released.
  */
 #include "emu.h"
 
@@ -185,6 +193,26 @@ static size_t lower_bound_locked(const struct emu_store *s, uint64_t seq)
 	return lo;
 }
 
+static bool expired(const struct emu_image *im, int64_t now)
+{
+	return im->draft && im->expires_ms <= now;
+}
+
+/* Live count: images without drafts. */
+static size_t live_locked(const struct emu_store *s)
+{
+	return s->count - s->ndrafts;
+}
+
+/* The next upload time: now, or +1 ms after the last one (strictly increasing). */
+static int64_t next_ms_locked(struct emu_store *s)
+{
+	int64_t now = emu_now_ms();
+
+	s->last_ms = now > s->last_ms ? now : s->last_ms + 1;
+	return s->last_ms;
+}
+
 static void link_locked(struct emu_store *s, struct emu_image *im)
 {
 	struct emu_image **pp = find_slot_locked(s, im->id, im->idlen);
@@ -196,16 +224,19 @@ static void link_locked(struct emu_store *s, struct emu_image *im)
 		grow_hash_locked(s);
 }
 
-static void append_locked(struct emu_store *s, struct emu_image *im)
+/* Stamps im with the next upload time and appends it to order[] (space reserved). */
+static void order_append_locked(struct emu_store *s, struct emu_image *im)
 {
-	int64_t now = emu_now_ms();
-
-	im->uploaded_ms = now > s->last_ms ? now : s->last_ms + 1;
-	s->last_ms = im->uploaded_ms;
+	im->uploaded_ms = next_ms_locked(s);
 	im->seq = s->next_seq++;
 	s->order[s->norder].seq = im->seq;
 	s->order[s->norder].im = im;
 	s->norder++;
+}
+
+static void append_locked(struct emu_store *s, struct emu_image *im)
+{
+	order_append_locked(s, im);
 	link_locked(s, im);
 }
 
@@ -216,7 +247,9 @@ static void unlink_locked(struct emu_store *s, struct emu_image **pp)
 
 	*pp = im->hnext;
 	s->count--;
-	if (i < s->norder && s->order[i].im == im) {
+	if (im->draft)
+		s->ndrafts--;
+	else if (i < s->norder && s->order[i].im == im) {
 		s->order[i].im = NULL;
 		s->ndead++;
 	}
@@ -224,9 +257,76 @@ static void unlink_locked(struct emu_store *s, struct emu_image **pp)
 		compact_locked(s);
 }
 
+/* Unlinks the image at *pp and puts it on the grave list. */
+static void bury_locked(struct emu_store *s, struct emu_image **pp, struct emu_image **grave)
+{
+	struct emu_image *im = *pp;
+
+	unlink_locked(s, pp);
+	im->hnext = *grave;
+	*grave = im;
+}
+
+/* Like find_locked, but an expired draft is removed (onto grave) and not returned. */
+static struct emu_image *find_live_locked(struct emu_store *s, const char *id, size_t n,
+					  struct emu_image **grave)
+{
+	struct emu_image **pp = find_slot_locked(s, id, n);
+
+	if (*pp && expired(*pp, emu_now_ms())) {
+		bury_locked(s, pp, grave);
+		return NULL;
+	}
+	return *pp;
+}
+
+/* After the lock is released: removes the files of buried images and frees them. */
+static void grave_release(struct emu_store *s, struct emu_image *grave)
+{
+	struct emu_image *next;
+
+	for (; grave; grave = next) {
+		next = grave->hnext;
+		if (s->persist)
+			emu_persist_sync_image(s->persist, s, grave->id, grave->idlen,
+					       grave->uploaded_ms, true);
+		emu_image_free(grave);
+	}
+}
+
+/* Removes id if it is (still) an expired draft; takes the write lock. */
+static void drop_expired(struct emu_store *s, const char *id, size_t idlen)
+{
+	struct emu_image *grave = NULL;
+
+	pthread_rwlock_wrlock(&s->lock);
+	find_live_locked(s, id, idlen, &grave);
+	pthread_rwlock_unlock(&s->lock);
+	grave_release(s, grave);
+}
+
+/* Removes every expired draft (a full table scan; only when the draft cap is reached). */
+static void sweep_drafts_locked(struct emu_store *s, struct emu_image **grave)
+{
+	int64_t now = emu_now_ms();
+	size_t i;
+
+	for (i = 0; i < s->nbuckets && s->ndrafts > 0; i++) {
+		struct emu_image **pp = &s->buckets[i];
+
+		while (*pp) {
+			if (expired(*pp, now))
+				bury_locked(s, pp, grave);
+			else
+				pp = &(*pp)->hnext;
+		}
+	}
+}
+
 int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu_vnames *vn,
 		     struct emu_buf *out)
 {
+	struct emu_image *grave = NULL;
 	char *id = NULL;
 	size_t idlen = im->idlen;
 	int64_t ms = 0;
@@ -239,9 +339,9 @@ int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu
 		memcpy(id, im->id, idlen + 1);
 	}
 	pthread_rwlock_wrlock(&s->lock);
-	if (find_locked(s, im->id, im->idlen))
+	if (find_live_locked(s, im->id, im->idlen, &grave))
 		rc = -EEXIST;
-	else if ((long)s->count >= s->allowed)
+	else if ((long)live_locked(s) >= s->allowed)
 		rc = -ENOSPC;
 	else
 		rc = order_reserve_locked(s, 1);
@@ -251,6 +351,7 @@ int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu
 		ms = im->uploaded_ms;
 	}
 	pthread_rwlock_unlock(&s->lock);
+	grave_release(s, grave);
 	/* from here on im belongs to the store and may already be gone (a racing delete) */
 	if (!rc && s->persist && emu_persist_sync_image(s->persist, s, id, idlen, ms, true)) {
 		emu_store_delete(s, id, idlen);
@@ -266,7 +367,7 @@ int emu_store_insert_many(struct emu_store *s, struct emu_image **ims, size_t n,
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&s->lock);
-	if (s->count + n > (size_t)s->allowed)
+	if (live_locked(s) + n > (size_t)s->allowed)
 		rc = -ENOSPC;
 	for (i = 0; !rc && i < n; i++) {
 		if (find_locked(s, ims[i]->id, ims[i]->idlen))
@@ -282,12 +383,179 @@ int emu_store_insert_many(struct emu_store *s, struct emu_image **ims, size_t n,
 	return rc;
 }
 
-int emu_store_load_one(struct emu_store *s, struct emu_image *im)
+int emu_store_insert_draft(struct emu_store *s, struct emu_image *im)
 {
+	struct emu_image *grave = NULL;
+	char *id = NULL;
+	size_t idlen = im->idlen;
+	int64_t ms = 0;
+	int rc = 0;
+
+	if (s->persist) {
+		id = malloc(idlen + 1);
+		if (!id)
+			return -ENOMEM;
+		memcpy(id, im->id, idlen + 1);
+	}
+	pthread_rwlock_wrlock(&s->lock);
+	if (s->ndrafts >= EMU_MAX_DRAFTS)
+		sweep_drafts_locked(s, &grave);
+	if (find_live_locked(s, im->id, im->idlen, &grave))
+		rc = -EEXIST;
+	else if ((long)live_locked(s) >= s->allowed)
+		rc = -ENOSPC;
+	else if (s->ndrafts >= EMU_MAX_DRAFTS)
+		rc = -EDQUOT;
+	if (!rc) {
+		im->draft = true;
+		im->seq = 0;
+		im->uploaded_ms = ms = next_ms_locked(s);
+		link_locked(s, im);
+		s->ndrafts++;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	grave_release(s, grave);
+	if (!rc && s->persist && emu_persist_sync_image(s->persist, s, id, idlen, ms, true)) {
+		emu_store_delete(s, id, idlen);
+		rc = -EIO;
+	}
+	free(id);
+	return rc;
+}
+
+enum emu_draft_state emu_store_draft_state(struct emu_store *s, const char *id, size_t idlen)
+{
+	enum emu_draft_state st = EMU_DRAFT_ABSENT;
+	struct emu_image *im;
+
+	pthread_rwlock_rdlock(&s->lock);
+	im = find_locked(s, id, idlen);
+	if (im && !im->draft)
+		st = EMU_DRAFT_USED;
+	else if (im && expired(im, emu_now_ms()))
+		st = EMU_DRAFT_EXPIRED;
+	else if (im)
+		st = EMU_DRAFT_LIVE;
+	pthread_rwlock_unlock(&s->lock);
+	if (st == EMU_DRAFT_EXPIRED)
+		drop_expired(s, id, idlen);
+	return st;
+}
+
+size_t emu_store_draft_count(struct emu_store *s)
+{
+	size_t n;
+
+	pthread_rwlock_rdlock(&s->lock);
+	n = s->ndrafts;
+	pthread_rwlock_unlock(&s->lock);
+	return n;
+}
+
+size_t emu_store_expire_drafts(struct emu_store *s)
+{
+	int64_t now = emu_now_ms();
+	size_t i, n = 0;
+
+	pthread_rwlock_wrlock(&s->lock);
+	for (i = 0; i < s->nbuckets && n < s->ndrafts; i++) {
+		struct emu_image *im;
+
+		for (im = s->buckets[i]; im; im = im->hnext) {
+			if (im->draft && im->expires_ms > now) {
+				im->expires_ms = now;
+				n++;
+			}
+		}
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return n;
+}
+
+/* Turns the draft im into an image (space in order[] reserved, filename owned). */
+static void complete_locked(struct emu_store *s, struct emu_image *im, struct emu_blob *blob,
+			    char *filename)
+{
+	free(im->filename);
+	im->filename = filename;
+	emu_blob_ref(blob);
+	im->blob = blob;
+	im->draft = false;
+	im->expires_ms = 0;
+	s->ndrafts--;
+	order_append_locked(s, im);
+}
+
+int emu_store_complete_draft(struct emu_store *s, const char *id, size_t idlen,
+			     struct emu_blob *blob, const char *filename,
+			     const struct emu_vnames *vn, struct emu_buf *out)
+{
+	struct emu_image **pp, *im, *grave = NULL;
+	char *fname = strdup(filename);
+	int64_t old_ms = 0, ms = 0;
+	int rc = 0;
+
+	if (!fname)
+		return -ENOMEM;
+	pthread_rwlock_wrlock(&s->lock);
+	pp = find_slot_locked(s, id, idlen);
+	im = *pp;
+	if (!im)
+		rc = -ENOENT;
+	else if (!im->draft)
+		rc = -EALREADY;
+	else if (expired(im, emu_now_ms()))
+		rc = -ETIMEDOUT;
+	else if ((long)live_locked(s) >= s->allowed)
+		rc = -ENOSPC;
+	else
+		rc = order_reserve_locked(s, 1);
+	if (rc == -ETIMEDOUT)
+		bury_locked(s, pp, &grave);
+	if (!rc) {
+		old_ms = im->uploaded_ms;
+		complete_locked(s, im, blob, fname);
+		fname = NULL;
+		emu_image_to_json(im, vn, out);
+		ms = im->uploaded_ms;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	free(fname);
+	grave_release(s, grave);
+	if (!rc && s->persist) {
+		/* the new file first, then the draft's (old name) goes: a crash in between
+		 * leaves both, and loading prefers the completed image */
+		if (emu_persist_sync_image(s->persist, s, id, idlen, ms, true)) {
+			emu_store_delete(s, id, idlen);
+			rc = -EIO;
+		}
+		emu_persist_sync_image(s->persist, s, id, idlen, old_ms, true);
+	}
+	return rc;
+}
+
+int emu_store_load_one(struct emu_store *s, struct emu_image *im, struct emu_image **displaced)
+{
+	struct emu_image **pp = find_slot_locked(s, im->id, im->idlen);
 	int rc;
 
+	*displaced = NULL;
+	if (*pp && (*pp)->draft && !im->draft) {
+		/* a crash while completing a draft left both files: the image wins */
+		*displaced = *pp;
+		unlink_locked(s, pp);
+	}
 	if (find_locked(s, im->id, im->idlen))
 		return -EEXIST;
+	if (im->draft) {
+		/* no order[] slot; keep upload times unique past the draft's file name */
+		if (im->uploaded_ms > s->last_ms)
+			s->last_ms = im->uploaded_ms;
+		im->seq = 0;
+		link_locked(s, im);
+		s->ndrafts++;
+		return 0;
+	}
 	rc = order_reserve_locked(s, 1);
 	if (rc)
 		return rc;
@@ -333,7 +601,7 @@ size_t emu_store_count(struct emu_store *s)
 	size_t n;
 
 	pthread_rwlock_rdlock(&s->lock);
-	n = s->count;
+	n = live_locked(s);
 	pthread_rwlock_unlock(&s->lock);
 	return n;
 }
@@ -345,8 +613,10 @@ void emu_image_to_json(const struct emu_image *im, const struct emu_vnames *vn, 
 
 	emu_buf_puts(out, "{\"id\":");
 	emu_buf_json_str(out, im->id, im->idlen);
-	emu_buf_puts(out, ",\"filename\":");
-	emu_buf_json_str(out, im->filename, strlen(im->filename));
+	if (!im->draft) {
+		emu_buf_puts(out, ",\"filename\":");
+		emu_buf_json_str(out, im->filename, strlen(im->filename));
+	}
 	emu_buf_puts(out, ",\"creator\":");
 	if (im->creator)
 		emu_buf_json_str(out, im->creator, strlen(im->creator));
@@ -381,7 +651,7 @@ void emu_image_to_json(const struct emu_image *im, const struct emu_vnames *vn, 
 		emu_buf_puts(out, vn->names[i]);
 		emu_buf_add(out, "\"", 1);
 	}
-	emu_buf_puts(out, "]}");
+	emu_buf_puts(out, im->draft ? "],\"draft\":true}" : "]}");
 }
 
 int emu_store_get_json(struct emu_store *s, const char *id, size_t idlen,
@@ -389,12 +659,17 @@ int emu_store_get_json(struct emu_store *s, const char *id, size_t idlen,
 {
 	struct emu_image *im;
 
+	bool stale;
+
 	pthread_rwlock_rdlock(&s->lock);
 	im = find_locked(s, id, idlen);
-	if (im)
+	stale = im && expired(im, emu_now_ms());
+	if (im && !stale)
 		emu_image_to_json(im, vn, out);
 	pthread_rwlock_unlock(&s->lock);
-	return im ? 0 : -ENOENT;
+	if (stale)
+		drop_expired(s, id, idlen);
+	return im && !stale ? 0 : -ENOENT;
 }
 
 static int apply_patch_locked(struct emu_image *im, const struct emu_patch *p)
@@ -431,18 +706,19 @@ static int apply_patch_locked(struct emu_image *im, const struct emu_patch *p)
 int emu_store_edit(struct emu_store *s, const char *id, size_t idlen, const struct emu_patch *p,
 		   const struct emu_vnames *vn, struct emu_buf *out)
 {
-	struct emu_image *im;
+	struct emu_image *im, *grave = NULL;
 	int64_t ms = 0;
 	int rc;
 
 	pthread_rwlock_wrlock(&s->lock);
-	im = find_locked(s, id, idlen);
+	im = find_live_locked(s, id, idlen, &grave);
 	rc = im ? apply_patch_locked(im, p) : -ENOENT;
 	if (!rc) {
 		emu_image_to_json(im, vn, out);
 		ms = im->uploaded_ms;
 	}
 	pthread_rwlock_unlock(&s->lock);
+	grave_release(s, grave);
 	if (!rc && s->persist)
 		rc = emu_persist_sync_image(s->persist, s, id, idlen, ms, true);
 	return rc;
@@ -450,14 +726,16 @@ int emu_store_edit(struct emu_store *s, const char *id, size_t idlen, const stru
 
 int emu_store_delete(struct emu_store *s, const char *id, size_t idlen)
 {
-	struct emu_image **pp, *im;
+	struct emu_image **pp, *im, *grave = NULL;
 	int64_t ms;
 
 	pthread_rwlock_wrlock(&s->lock);
+	find_live_locked(s, id, idlen, &grave);
 	pp = find_slot_locked(s, id, idlen);
 	im = *pp;
 	if (!im) {
 		pthread_rwlock_unlock(&s->lock);
+		grave_release(s, grave);
 		return -ENOENT;
 	}
 	unlink_locked(s, pp);
@@ -492,11 +770,14 @@ int emu_store_record(struct emu_store *s, const char *id, size_t idlen, int64_t 
 		emu_buf_puts(hdr, ",\"meta\":");
 		emu_buf_puts(hdr, im->meta);
 	}
+	if (im->draft)
+		emu_buf_printf(hdr, ",\"draft\":true,\"expires_ms\":%lld",
+			       (long long)im->expires_ms);
 	emu_buf_printf(hdr, ",\"requireSignedURLs\":%s,\"uploaded_ms\":%lld,\"size\":%zu}\n",
 		       im->require_signed ? "true" : "false", (long long)im->uploaded_ms,
-		       im->blob->len);
+		       im->blob ? im->blob->len : 0);
 	*blob = NULL;
-	if (!hdr->err) {
+	if (!hdr->err && im->blob) {
 		*blob = im->blob;
 		emu_blob_ref(im->blob);
 	}
@@ -511,7 +792,7 @@ struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t 
 
 	pthread_rwlock_rdlock(&s->lock);
 	im = find_locked(s, id, idlen);
-	if (im) {
+	if (im && im->blob) {
 		b = im->blob;
 		emu_blob_ref(b);
 	}

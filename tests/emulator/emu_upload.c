@@ -6,6 +6,7 @@
  * sniffing (415/5455) -> account limit (403/5453) -> duplicate id (409/5409).
  * metadata is accepted as a JSON string (docs) or as bracketed fields metadata[k],
  * metadata[a][b], metadata[list][] (the npm SDK's form encoding; leaf values are strings).
+ * The form parsing and field checks are shared with direct uploads (emu_direct.c).
  */
 #include "emu.h"
 
@@ -23,6 +24,7 @@ struct upload_form {
 	const struct emu_part *metadata;
 	const struct emu_part *signed_urls;
 	const struct emu_part *creator;
+	const struct emu_part *expiry;	  /* direct upload only */
 	struct json_object *bracket_meta; /* owned */
 	const char *dup;		  /* name of a repeated field */
 	const char *bad_bracket;	  /* name of a malformed metadata[...] field */
@@ -105,6 +107,8 @@ static void collect(const struct emu_form *form, struct upload_form *f)
 			set_field(f, &f->signed_urls, p);
 		} else if (!strcmp(p->name, "creator")) {
 			set_field(f, &f->creator, p);
+		} else if (!strcmp(p->name, "expiry")) {
+			set_field(f, &f->expiry, p);
 		} else if (!strncmp(p->name, "metadata[", 9)) {
 			if (!f->bracket_meta)
 				f->bracket_meta = json_object_new_object();
@@ -115,7 +119,7 @@ static void collect(const struct emu_form *form, struct upload_form *f)
 }
 
 /* Custom id rules; false with a 400/5400 reply. */
-static bool check_id(struct emu_req *rq, const char *id, size_t n)
+bool emu_check_custom_id(struct emu_req *rq, const char *id, size_t n)
 {
 	const char *why = NULL;
 
@@ -183,6 +187,17 @@ static bool take_bool(struct emu_req *rq, const struct emu_part *p, bool *out)
 		return true;
 	emu_reply_error(rq, 400, 5400, "requireSignedURLs must be 'true' or 'false'");
 	return false;
+}
+
+static bool check_filename(struct emu_req *rq, const struct emu_part *file)
+{
+	if (file->filename && (strlen(file->filename) > EMU_MAX_FILENAME_BYTES ||
+			       !emu_utf8_valid(file->filename, strlen(file->filename)))) {
+		emu_reply_errorf(rq, 400, 5400, "filename must be valid UTF-8 of at most %u bytes",
+				 EMU_MAX_FILENAME_BYTES);
+		return false;
+	}
+	return true;
 }
 
 /* Basename of a URL path (percent-decoded), "" when there is none. */
@@ -258,8 +273,10 @@ static struct emu_blob *take_bytes(struct emu_req *rq, const struct upload_form 
 	return blob;
 }
 
-/* All text-field checks; fills im (id, creator, meta, require_signed). */
-static bool check_fields(struct emu_req *rq, struct upload_form *f, struct emu_image *im)
+/* All text-field checks; fills im (id, creator, meta, require_signed). direct: a direct
+ * upload request (no file/url; a repeated expiry is caught by the dup check). */
+static bool check_fields(struct emu_req *rq, struct upload_form *f, struct emu_image *im,
+			 bool direct)
 {
 	struct json_object *meta = NULL;
 
@@ -267,15 +284,22 @@ static bool check_fields(struct emu_req *rq, struct upload_form *f, struct emu_i
 		emu_reply_errorf(rq, 400, 5400, "Field '%.64s' given more than once", f->dup);
 		return false;
 	}
-	if (f->file && f->url) {
+	if (direct && (f->file || f->url)) {
+		emu_reply_error(
+		    rq, 400, 5400,
+		    "A direct upload request takes no 'file' or 'url': POST the file to "
+		    "the returned uploadURL");
+		return false;
+	}
+	if (!direct && f->file && f->url) {
 		emu_reply_error(rq, 400, 5400, "Provide either 'file' or 'url', not both");
 		return false;
 	}
-	if (!f->file && !f->url) {
+	if (!direct && !f->file && !f->url) {
 		emu_reply_error(rq, 400, 5400, "Provide a 'file' or a 'url' field to upload");
 		return false;
 	}
-	if (f->id && !check_id(rq, f->id->data, f->id->len))
+	if (f->id && !emu_check_custom_id(rq, f->id->data, f->id->len))
 		return false;
 	if (!take_bool(rq, f->signed_urls, &im->require_signed))
 		return false;
@@ -286,13 +310,8 @@ static bool check_fields(struct emu_req *rq, struct upload_form *f, struct emu_i
 	}
 	if (f->creator && !emu_check_creator(rq, f->creator->data, f->creator->len))
 		return false;
-	if (f->file && f->file->filename &&
-	    (strlen(f->file->filename) > EMU_MAX_FILENAME_BYTES ||
-	     !emu_utf8_valid(f->file->filename, strlen(f->file->filename)))) {
-		emu_reply_errorf(rq, 400, 5400, "filename must be valid UTF-8 of at most %u bytes",
-				 EMU_MAX_FILENAME_BYTES);
+	if (f->file && !check_filename(rq, f->file))
 		return false;
-	}
 	if (!take_metadata(rq, f, &meta))
 		return false;
 	if (meta && json_object_object_length(meta) > 0)
@@ -362,7 +381,7 @@ static void upload_from_form(struct emu *e, struct emu_req *rq, const struct emu
 		return;
 	}
 	collect(form, &f);
-	if (!check_fields(rq, &f, im))
+	if (!check_fields(rq, &f, im, false))
 		goto fail;
 	custom = im->id != NULL;
 	im->blob = take_bytes(rq, &f, &im->filename);
@@ -384,11 +403,10 @@ fail:
 	emu_image_free(im);
 }
 
-void emu_h_images_upload(struct emu *e, struct emu_req *rq)
+bool emu_upload_parse_form(struct emu_req *rq, struct emu_form *form)
 {
 	const char *ctype = emu_req_header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
 	char boundary[80];
-	struct emu_form form;
 	const char *why = "";
 	int rc;
 
@@ -397,18 +415,80 @@ void emu_h_images_upload(struct emu *e, struct emu_req *rq)
 		emu_reply_error(rq, 415, 5415,
 				"Images must be uploaded as a form, not as raw image data. Please "
 				"use multipart/form-data format.");
-		return;
+		return false;
 	}
 	if (rc) {
 		emu_reply_error(rq, 400, 5400,
 				"Malformed multipart/form-data: missing or invalid boundary");
-		return;
+		return false;
 	}
-	if (emu_multipart_parse(rq->body.data ? rq->body.data : "", rq->body.len, boundary, &form,
+	if (emu_multipart_parse(rq->body.data ? rq->body.data : "", rq->body.len, boundary, form,
 				&why)) {
 		emu_reply_errorf(rq, 400, 5400, "Malformed multipart/form-data body: %s", why);
-		return;
+		return false;
 	}
+	return true;
+}
+
+bool emu_upload_text_fields(struct emu_req *rq, const struct emu_form *form, bool direct,
+			    struct emu_image *im, const struct emu_part **expiry)
+{
+	struct upload_form f = {0};
+	bool ok;
+
+	collect(form, &f);
+	ok = check_fields(rq, &f, im, direct);
+	json_object_put(f.bracket_meta);
+	if (ok && ((f.id && !im->id) || (f.creator && !im->creator))) {
+		emu_reply_error(rq, 500, 5500, "Internal Server Error");
+		ok = false;
+	}
+	if (expiry)
+		*expiry = f.expiry;
+	return ok;
+}
+
+struct emu_blob *emu_upload_file_part(struct emu_req *rq, const struct emu_form *form,
+				      char **filename)
+{
+	struct upload_form f = {0};
+	struct emu_blob *blob = NULL;
+	size_t i, nfile = 0;
+
+	*filename = NULL;
+	for (i = 0; i < form->n; i++) {
+		if (!strcmp(form->parts[i].name, "file")) {
+			f.file = &form->parts[i];
+			nfile++;
+		}
+	}
+	if (nfile > 1) {
+		emu_reply_error(rq, 400, 5400, "Field 'file' given more than once");
+		return NULL;
+	}
+	if (!f.file) {
+		emu_reply_error(rq, 400, 5400, "Provide a 'file' field to upload");
+		return NULL;
+	}
+	if (!check_filename(rq, f.file))
+		return NULL;
+	blob = take_bytes(rq, &f, filename);
+	if (blob && !emu_sniff(blob->data, blob->len)) {
+		emu_reply_error(rq, 415, 5455, "Unsupported image format");
+		emu_blob_unref(blob);
+		free(*filename);
+		*filename = NULL;
+		blob = NULL;
+	}
+	return blob;
+}
+
+void emu_h_images_upload(struct emu *e, struct emu_req *rq)
+{
+	struct emu_form form;
+
+	if (!emu_upload_parse_form(rq, &form))
+		return;
 	upload_from_form(e, rq, &form);
 	emu_form_release(&form);
 }

@@ -248,6 +248,89 @@ bool emu_has_ctl(const char *s, size_t n)
 	return false;
 }
 
+/* Reads exactly n decimal digits at s; -1 when any is not a digit. */
+static long digits(const char *s, size_t n)
+{
+	long v = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+static bool leap(long y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/* Fractional seconds (".d+", at most 9 digits kept as ms) at *p; false when malformed. */
+static bool parse_frac(const char *s, size_t n, size_t *p, long *ms)
+{
+	size_t start, i;
+
+	*ms = 0;
+	if (*p >= n || s[*p] != '.')
+		return true;
+	start = ++*p;
+	while (*p < n && s[*p] >= '0' && s[*p] <= '9')
+		++*p;
+	if (*p == start || *p - start > 9)
+		return false;
+	for (i = 0; i < 3; i++)
+		*ms = *ms * 10 + (start + i < *p ? s[start + i] - '0' : 0);
+	return true;
+}
+
+int emu_parse_rfc3339(const char *s, size_t n, int64_t *ms)
+{
+	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	long y, mo, d, h, mi, sec, frac, off = 0, oh, om;
+	struct tm tm = {0};
+	size_t p = 19;
+	time_t t;
+
+	if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+	    s[13] != ':' || s[16] != ':')
+		return -EINVAL;
+	y = digits(s, 4);
+	mo = digits(s + 5, 2);
+	d = digits(s + 8, 2);
+	h = digits(s + 11, 2);
+	mi = digits(s + 14, 2);
+	sec = digits(s + 17, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
+	    sec < 0 || sec > 60 || d > mdays[mo - 1] + (mo == 2 && leap(y)))
+		return -EINVAL;
+	if (!parse_frac(s, n, &p, &frac) || p >= n)
+		return -EINVAL;
+	if ((s[p] == 'Z' || s[p] == 'z') && p + 1 == n) {
+		off = 0;
+	} else if ((s[p] == '+' || s[p] == '-') && p + 6 == n && s[p + 3] == ':') {
+		oh = digits(s + p + 1, 2);
+		om = digits(s + p + 4, 2);
+		if (oh < 0 || oh > 23 || om < 0 || om > 59)
+			return -EINVAL;
+		off = (oh * 60 + om) * 60 * (s[p] == '-' ? -1 : 1);
+	} else {
+		return -EINVAL;
+	}
+	tm.tm_year = (int)(y - 1900);
+	tm.tm_mon = (int)(mo - 1);
+	tm.tm_mday = (int)d;
+	tm.tm_hour = (int)h;
+	tm.tm_min = (int)mi;
+	tm.tm_sec = (int)(sec == 60 ? 59 : sec); /* a leap second counts as :59 */
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	*ms = ((int64_t)t - off) * 1000 + frac;
+	return 0;
+}
+
 bool emu_is_uuid(const char *s, size_t n)
 {
 	size_t i;
