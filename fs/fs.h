@@ -63,9 +63,13 @@ enum fs_kind {
 #define FS_NF_VARRAW 0x0020	/* variant URLs differ from the account pattern: see extra */
 #define FS_NF_LOCALDIR 0x0040	/* directory made here (mkdir, or emptied by our own ops) */
 #define FS_NF_INVAL 0x0080	/* content changed: next open drops the kernel page cache */
-#define FS_NF_KSTALE                                                                               \
-	0x0100 /* the kernel may cache size 0 (unknown) with a timeout: opens                      \
-		* invalidate its attributes (cleared when it forgets the node) */
+/* FS_NF_KSTALE: the kernel may cache size 0 (unknown) with a timeout, so opens invalidate
+ * its attributes; cleared when the kernel forgets the node. */
+#define FS_NF_KSTALE 0x0100
+/* Images whose filename is the name plus a common extension ("a" uploaded as "a.png") keep
+ * the extension's index here instead of a copy of the filename (fs_list.c). */
+#define FS_NF_FNEXT_SHIFT 9
+#define FS_NF_FNEXT_MASK 0x0E00
 
 struct fs_wstate;
 
@@ -254,6 +258,8 @@ struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image
 /* Updates an image node's attributes from an API answer (not its name). */
 void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_image *img);
 void fs_tomb_add_locked(struct fs_ctx *fs, const char *id);
+/* The image's filename (malloc'd), or NULL with *err = -ENODATA (none) / -ENOMEM. */
+char *fs_img_filename_locked(const struct fs_node *n, int *err);
 /* user.variants text (malloc'd) */
 char *fs_img_variants_locked(struct fs_ctx *fs, struct fs_node *n);
 void fs_var_names_add_locked(struct fs_ctx *fs, const char *name);

@@ -192,6 +192,44 @@ char *fs_img_variants_locked(struct fs_ctx *fs, struct fs_node *n)
 
 /* ---- applying images ------------------------------------------------------------ */
 
+/* Extensions a filename may add to the name without costing a copy (FS_NF_FNEXT_*). */
+static const char *const fn_exts[] = {NULL,   ".png",  ".jpg", ".jpeg",
+				      ".gif", ".webp", ".svg", ".avif"};
+
+/* Index in fn_exts of fname = name + extension, or 0. */
+static unsigned fn_ext_index(const char *name, const char *fname)
+{
+	size_t nl = strlen(name);
+	if (strncmp(fname, name, nl) != 0)
+		return 0;
+	for (unsigned i = 1; i < sizeof(fn_exts) / sizeof(fn_exts[0]); i++)
+		if (strcmp(fname + nl, fn_exts[i]) == 0)
+			return i;
+	return 0;
+}
+
+char *fs_img_filename_locked(const struct fs_node *n, int *err)
+{
+	const struct fs_img_extra *x = n->u.img;
+	unsigned ext = (n->flags & FS_NF_FNEXT_MASK) >> FS_NF_FNEXT_SHIFT;
+	char *s;
+	*err = -ENODATA;
+	if (n->flags & FS_NF_NOFILENAME)
+		return NULL;
+	if (x && x->filename) {
+		s = strdup(x->filename);
+	} else {
+		size_t nl = strlen(n->name), el = ext ? strlen(fn_exts[ext]) : 0;
+		if ((s = malloc(nl + el + 1))) {
+			memcpy(s, n->name, nl);
+			memcpy(s + nl, ext ? fn_exts[ext] : "", el + 1);
+		}
+	}
+	if (!s)
+		*err = -ENOMEM;
+	return s;
+}
+
 static void set_str(char **dst, const char *src)
 {
 	free(*dst);
@@ -206,11 +244,15 @@ void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_im
 		n->flags |= FS_NF_INVAL;
 	}
 	n->uploaded_ms = img->uploaded_ms;
-	n->flags &= ~(FS_NF_PENDING | FS_NF_RSU | FS_NF_NOFILENAME | FS_NF_VARRAW);
+	n->flags &=
+	    ~(FS_NF_PENDING | FS_NF_RSU | FS_NF_NOFILENAME | FS_NF_VARRAW | FS_NF_FNEXT_MASK);
 	if (img->require_signed_urls)
 		n->flags |= FS_NF_RSU;
 	if (!img->filename)
 		n->flags |= FS_NF_NOFILENAME;
+	unsigned ext = img->filename ? fn_ext_index(n->name, img->filename) : 0;
+	int own_fn = img->filename && !ext && strcmp(img->filename, n->name) != 0;
+	n->flags |= (uint16_t)(ext << FS_NF_FNEXT_SHIFT);
 	/* The first image of each listing may re-learn the pattern (variants changed). */
 	if (!fs->var_base ||
 	    (fs->images.busy && fs->var_gen != fs->images.gen && !var_matches_locked(fs, img))) {
@@ -218,8 +260,8 @@ void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_im
 		fs->var_gen = fs->images.gen;
 	}
 	int raw = !var_matches_locked(fs, img);
-	int need = img->meta_json || img->creator || raw ||
-		   (img->filename && strcmp(img->filename, n->name) != 0);
+	int need = (img->meta_json && strcmp(img->meta_json, "{}") != 0) ||
+		   (img->creator && *img->creator) || raw || own_fn;
 	if (!need && !n->u.img)
 		return;
 	struct fs_img_extra *x = fs_node_extra_locked(n);
@@ -227,8 +269,7 @@ void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_im
 		return;
 	set_str(&x->meta, img->meta_json && strcmp(img->meta_json, "{}") ? img->meta_json : NULL);
 	set_str(&x->creator, img->creator);
-	set_str(&x->filename,
-		img->filename && strcmp(img->filename, n->name) != 0 ? img->filename : NULL);
+	set_str(&x->filename, own_fn ? img->filename : NULL);
 	free(x->variants_raw);
 	x->variants_raw = NULL;
 	if (raw) {

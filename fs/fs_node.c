@@ -6,10 +6,12 @@
  * to its siblings for readdir. Image nodes keep only fixed-size fields; the few strings some
  * images have (metadata, creator, a filename different from the name, unusual variant URLs)
  * hang off one optional `extra` pointer. With ~15-byte names a listed image costs ~112 bytes
- * of node plus 16 bytes of hash buckets.
+ * of node plus 8 bytes of hash buckets; a filename that is the name plus a common extension
+ * is a 3-bit index (FS_NF_FNEXT_*), not a string.
  *
- * Both hash tables double when their load passes 1; they never shrink (a mount that once
- * listed N images will likely list them again).
+ * Both hash tables double when their load passes 2 (chains average 1-2 nodes: one pointer
+ * per node per table instead of two); they never shrink (a mount that once listed N images
+ * will likely list them again).
  */
 #include "fs.h"
 
@@ -79,7 +81,7 @@ static int grow_name(struct fs_ctx *fs)
 
 static void ino_insert(struct fs_ctx *fs, struct fs_node *n)
 {
-	if (fs->ino_count >= fs->ino_buckets)
+	if (fs->ino_count >= 2 * fs->ino_buckets)
 		grow_ino(fs); /* on ENOMEM the chains just get longer */
 	size_t b = hash_ino(n->ino, fs->ino_buckets);
 	n->ino_next = fs->ino_tab[b];
@@ -103,7 +105,7 @@ static void ino_remove(struct fs_ctx *fs, struct fs_node *n)
 static void name_link(struct fs_ctx *fs, struct fs_node *n)
 {
 	struct fs_node *dir = n->parent;
-	if (fs->name_count >= fs->name_buckets)
+	if (fs->name_count >= 2 * fs->name_buckets)
 		grow_name(fs);
 	size_t b = hash_name(dir->ino, n->name, fs->name_buckets);
 	n->name_next = fs->name_tab[b];

@@ -53,7 +53,10 @@ int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a)
 		goto nomem;
 	if (x && x->creator && !(a->creator = strdup(x->creator)))
 		goto nomem;
-	if (!(a->filename = strdup(x && x->filename ? x->filename : n->name)))
+	int err;
+	if (!(a->filename = fs_img_filename_locked(n, &err)) && err == -ENOMEM)
+		goto nomem;
+	if (!a->filename && !(a->filename = strdup(n->name)))
 		goto nomem;
 	return 0;
 nomem:

@@ -86,10 +86,9 @@ static char *xa_value_locked(struct fs_ctx *fs, struct fs_node *n, int x, int *e
 		v = strdup(n->flags & FS_NF_RSU ? "true" : "false");
 		break;
 	case XA_FILENAME:
-		if (pending || (n->flags & FS_NF_NOFILENAME))
+		if (pending)
 			return NULL;
-		v = strdup(e && e->filename ? e->filename : n->name);
-		break;
+		return fs_img_filename_locked(n, err);
 	case XA_UPLOADED:
 		if (pending)
 			return NULL;

@@ -96,7 +96,7 @@ echo "daemon RSS +$((rss2 - rss1)) KiB for 10,000 more images: ~$per bytes per i
 if grep -qa -e __asan_init -e __tsan_init "$IMAGESFS_BIN/mount.imagesfs"; then
 	echo "(sanitizer build: allocator overhead makes this number meaningless; not checked)"
 else
-	((per < 300)) || fail "daemon memory per listed image: $per bytes"
+	((per < 200)) || fail "daemon memory per listed image: $per bytes (target < 200)"
 fi
 umount_fs "$M2"
 

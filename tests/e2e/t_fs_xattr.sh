@@ -6,6 +6,10 @@
 source "$(dirname "$0")/lib.sh"
 
 emu_start
+emu_seed 1 fn- 100 # filename = id + ".png": kept as an extension index, not a string
+make_jpeg "$E2E_T/up.jpg" 3
+curl -fsS -H "Authorization: Bearer $IMAGESFS_EMULATOR_TOKEN" -F "file=@$E2E_T/up.jpg;filename=holiday.jpg" \
+	-F id=fn-other "$EMU_URL/accounts/$ACCOUNT/images/v1" >/dev/null || fail "upload fn-other"
 M=$E2E_T/mnt
 mount_fs "$M"
 I=$M/images
@@ -21,6 +25,9 @@ for a in user.filename user.requireSignedURLs user.uploaded user.variants; do
 done
 grep -q "^user.metadata=" "$E2E_T/d.out" && fail "user.metadata listed without metadata"
 expect_eq "filename" "$(gx user.filename "$F")" x.png
+seeded=$(cd "$M/images" && ls | grep '^fn-0')
+expect_eq "filename of a seeded image" "$(gx user.filename "$M/images/$seeded")" "$seeded.png"
+expect_eq "a filename unlike the id" "$(gx user.filename "$M/images/fn-other")" holiday.jpg
 expect_eq "rsu" "$(gx user.requireSignedURLs "$F")" false
 gx user.uploaded "$F" | grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$' ||
 	fail "uploaded is not RFC 3339 ms UTC: $(gx user.uploaded "$F")"
