@@ -681,43 +681,89 @@ await check('wrong account id -> 4xx error (not 401: the token is valid)', async
 });
 
 // ---- direct upload v2 ----
-await check('images.v2.directUploads.create', async () => {
-	let r;
-	try {
-		r = await cf.images.v2.directUploads.create({
-			...acct,
-			metadata: { via: 'direct' },
-			requireSignedURLs: false,
-			expiry: new Date(Date.now() + 3600 * 1000).toISOString(),
-		});
-	} catch (e) {
-		if (e instanceof APIError && (e.status === 404 || e.status === 400) &&
-		    e.errors.some((x) => x.code === 7003 || x.code === 7000))
-			throw new Skip('emulator has no direct_upload');
-		throw e;
-	}
-	assert.equal(typeof r.id, 'string');
-	assert.equal(typeof r.uploadURL, 'string');
+await check('images.v2.directUploads.create, then an unauthenticated POST of the file to uploadURL', async () => {
+	const expiry = new Date(Date.now() + 3600 * 1000).toISOString();
+	const r = await cf.images.v2.directUploads.create({
+		...acct,
+		metadata: { via: 'direct' },
+		requireSignedURLs: false,
+		creator: 'sdk-direct',
+		expiry,
+	});
+	assert.deepEqual(Object.keys(r).sort(), ['id', 'uploadURL']);
+	assert.match(r.id, UUIDISH, 'generated direct-upload id is UUID-shaped');
+	const u = new URL(r.uploadURL);
+	assert.equal(u.host, new URL(BASE_URL).host, `uploadURL ${r.uploadURL} is not on the emulator`);
 	assert.ok(r.uploadURL.endsWith(`/${r.id}`), `uploadURL ${r.uploadURL} does not end with the id`);
 	const draft = await cf.images.v1.get(r.id, acct);
 	assert.equal(draft.id, r.id);
 	assert.equal(draft.draft, true, 'a fresh direct upload is not a draft');
-	const listed = await cf.images.v2.list({ ...acct, per_page: 10 });
-	assert.ok(!listed.images.some((i) => i.id === r.id), 'a draft appears in the list');
-	const u = new URL(r.uploadURL);
-	if (u.hostname !== '127.0.0.1') {
-		console.log(`#   uploadURL ${r.uploadURL} is not local; file upload step not run`);
-		return;
-	}
+	assert.deepEqual(draft.meta, { via: 'direct' });
+	assert.equal(draft.creator, 'sdk-direct');
+	const listed = await cf.images.v2.list({ ...acct, per_page: 100 });
+	assert.ok(!listed.images.some((i) => i.id === r.id), 'a draft appears in the v2 list');
+	const listed1 = await cf.images.v1.list({ ...acct, per_page: 100 });
+	assert.ok(!listed1.result.images.some((i) => i.id === r.id), 'a draft appears in the v1 list');
+	const countBefore = (await cf.images.v1.stats.get(acct)).count.current;
+
+	// the browser side: a plain multipart POST, no credentials
 	const form = new FormData();
 	const bytes = makePng(99);
 	form.append('file', new File([bytes], 'direct.png', { type: 'image/png' }));
 	const up = await fetch(r.uploadURL, { method: 'POST', body: form });
-	assert.equal(up.status, 200, `direct upload POST -> ${up.status}`);
+	const upBody = await up.json();
+	assert.equal(up.status, 200, `direct upload POST -> ${up.status} ${JSON.stringify(upBody)}`);
+	assert.equal(upBody.success, true);
+	assert.equal(upBody.result.id, r.id);
+
 	const done = await cf.images.v1.get(r.id, acct);
-	assert.ok(!done.draft, 'still a draft after the upload');
+	assert.ok(!('draft' in done), 'still a draft after the upload');
+	assert.equal(done.filename, 'direct.png');
 	assert.deepEqual(done.meta, { via: 'direct' });
-	assert.ok((await blobBytes(r.id)).bytes.equals(bytes));
+	assert.equal(done.creator, 'sdk-direct');
+	assert.equal(done.requireSignedURLs, false);
+	assertUploadedRecent(done);
+	assertVariantUrls(done);
+	assert.deepEqual(done, upBody.result, 'get differs from the upload reply');
+	const b = await blobBytes(r.id);
+	assert.ok(b.bytes.equals(bytes), `blob differs: ${b.bytes.length} vs ${bytes.length} bytes`);
+	assert.match(b.ctype || '', /^image\/png/);
+	const after = await cf.images.v2.list({ ...acct, per_page: 100 });
+	assert.ok(after.images.some((i) => i.id === r.id), 'the completed image is not listed');
+	assert.equal((await cf.images.v1.stats.get(acct)).count.current, countBefore + 1);
+
+	// the URL is one-time
+	const again = new FormData();
+	again.append('file', new File([makePng(98)], 'again.png', { type: 'image/png' }));
+	const up2 = await fetch(r.uploadURL, { method: 'POST', body: again });
+	const up2Body = await up2.json();
+	assert.ok(up2.status >= 400 && up2.status < 500, `second POST to uploadURL -> ${up2.status}`);
+	assert.equal(up2Body.success, false);
+	console.log(`#   second POST: ${up2.status} code ${up2Body.errors[0].code} ${JSON.stringify(up2Body.errors[0].message)}`);
+	assert.ok((await blobBytes(r.id)).bytes.equals(bytes), 'a second POST replaced the bytes');
+	await cf.images.v1.delete(r.id, acct);
+});
+
+await check('images.v2.directUploads.create with a custom id; duplicate -> ConflictError 409', async () => {
+	const id = `sdk/${run}/direct`;
+	const r = await cf.images.v2.directUploads.create({ ...acct, id });
+	assert.equal(r.id, id);
+	assert.ok(r.uploadURL.endsWith(`/${encodeURIComponent(id)}`), `uploadURL ${r.uploadURL}`);
+	const err = await expectApiError(() => cf.images.v2.directUploads.create({ ...acct, id }), ConflictError, 409);
+	assert.equal(errCode(err), 5409);
+	const draft = await cf.images.v1.get(id, acct);
+	assert.equal(draft.draft, true);
+	assert.deepEqual(await cf.images.v1.delete(id, acct), {});
+	await expectApiError(() => cf.images.v1.get(id, acct), NotFoundError, 404);
+});
+
+await check('images.v2.directUploads.create with an expiry beyond 6 hours -> 400', async () => {
+	const err = await expectApiError(
+		() => cf.images.v2.directUploads.create({ ...acct, expiry: new Date(Date.now() + 7 * 3600 * 1000).toISOString() }),
+		APIError,
+		400,
+	);
+	assert.equal(errCode(err), 5400);
 });
 
 // ---- cleanup of local things ----
