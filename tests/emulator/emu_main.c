@@ -20,6 +20,13 @@
  * reference counted; blob GETs send them without copying and without holding the lock.
  * Counters are relaxed atomics.
  *
+ * Direct uploads (emu_direct.c). POST images/v2/direct_upload stores a draft: an image record
+ * in the hash table flagged draft, with an expiry and no blob, left out of the upload-time
+ * index (so lists never see it) and of the counts. Its uploadURL points back at the emulator,
+ * /upload/<account hash>/<id>, routed without auth; the first valid file POSTed there gives
+ * the draft its blob, a new upload time and an index slot. Expired drafts are removed lazily
+ * by whatever touches them (and swept when too many are pending).
+ *
  * Persistence (--data DIR, emu_persist.c): account.json, keys.json, variants.json and one
  * file per image images/i-<uploaded ms in hex>.img = a JSON header line + the exact blob.
  * Without --data everything lives in memory only.
