@@ -25,6 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define API_HTTP_BLOB_BUFFER (256L * 1024) /* curl's receive/send buffer for blob bodies */
+
 void api_req_init(struct api_req *r, const char *method, const char *url, enum api_idem idem)
 {
 	memset(r, 0, sizeof(*r));
@@ -263,6 +265,11 @@ static void setup_handle(struct api_client *c, struct api_req *r, struct curl_sl
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
 	if (r->sink_fd < 0) /* JSON compresses well; a blob must match its Content-Length */
 		curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+	/* Blobs arrive and leave in big pieces: one write(2)/read per 256 KiB instead of per
+	 * 16/64 KiB (curl's defaults, kept for JSON so idle pooled handles stay small). */
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE,
+			 r->sink_fd >= 0 ? API_HTTP_BLOB_BUFFER : (long)CURL_MAX_WRITE_SIZE);
+	curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, r->mp ? API_HTTP_BLOB_BUFFER : 65536L);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
 	if (c->verbose) {
