@@ -280,6 +280,17 @@ expect 404 5404
 post_file "$HOSTURL/upload/$hash" -F file=@"$W/a.png"
 expect 404 5404
 
+STEP=one-time-race
+new_draft
+pids=()
+for i in $(seq 8); do
+	curl -sS -o /dev/null -w '%{http_code}\n' --max-time 30 -F file=@"$W/a.png" "$DURL" >"$W/race$i.code" &
+	pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a parallel upload-URL POST failed"; done
+codes=$(cat "$W"/race*.code | sort | uniq -c | awk '{print $2 "x" $1}' | tr '\n' ' ')
+[[ $codes == '200x1 409x7 ' ]] || fail "8 parallel POSTs to one upload URL: $codes"
+
 STEP=expiry
 new_draft -F id=exp/custom
 EXPURL=$DURL

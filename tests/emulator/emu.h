@@ -260,9 +260,9 @@ struct emu_vnames {
 int emu_store_init(struct emu_store *s, long allowed);
 void emu_store_release(struct emu_store *s);
 void emu_image_free(struct emu_image *im);
-/* Inserts im (taking ownership on success only): assigns uploaded_ms/seq and serializes the
- * stored image into out. -EEXIST on a duplicate id, -ENOSPC when the account is full, -EIO
- * when persisting failed (the image is then removed again). */
+/* Inserts im (taking ownership on success and on -EIO): assigns uploaded_ms/seq and
+ * serializes the stored image into out. -EEXIST on a duplicate id, -ENOSPC when the account
+ * is full, -EIO when persisting failed (the image is then removed again and freed). */
 int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu_vnames *vn,
 		     struct emu_buf *out);
 /* Inserts n images in one locked pass (seeding); all or nothing (-EEXIST/-ENOSPC). Takes
@@ -275,9 +275,9 @@ int emu_store_load_one(struct emu_store *s, struct emu_image *im, struct emu_ima
 void emu_store_load_done(struct emu_store *s);
 /* Number of images, drafts excluded. */
 size_t emu_store_count(struct emu_store *s);
-/* Inserts a draft (im->draft and expires_ms set, no blob), taking ownership on success only.
- * Expired drafts with the same id are dropped first. -EEXIST, -ENOSPC (account full),
- * -EDQUOT (EMU_MAX_DRAFTS pending), -EIO (persisting failed; nothing stored). */
+/* Inserts a draft (im->draft and expires_ms set, no blob), taking ownership on success and
+ * on -EIO. Expired drafts with the same id are dropped first. -EEXIST, -ENOSPC (account
+ * full), -EDQUOT (EMU_MAX_DRAFTS pending), -EIO (persisting failed; removed and freed). */
 int emu_store_insert_draft(struct emu_store *s, struct emu_image *im);
 /* State of the draft behind an upload URL; an expired draft is removed. */
 enum emu_draft_state { EMU_DRAFT_ABSENT, EMU_DRAFT_LIVE, EMU_DRAFT_EXPIRED, EMU_DRAFT_USED };

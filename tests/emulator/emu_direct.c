@@ -262,7 +262,8 @@ void emu_h_direct_upload(struct emu *e, struct emu_req *rq)
 	im->expires_ms = expires;
 	rc = insert_draft(e, im, &id);
 	if (rc) {
-		emu_image_free(im);
+		if (rc != -EIO)
+			emu_image_free(im); /* on -EIO the store owned it and removed it again */
 		reply_store_error(rq, rc);
 		return;
 	}

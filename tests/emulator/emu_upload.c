@@ -357,7 +357,8 @@ static void store_image(struct emu *e, struct emu_req *rq, struct emu_image *im,
 		return;
 	}
 	emu_buf_release(&b);
-	emu_image_free(im);
+	if (rc != -EIO)
+		emu_image_free(im); /* on -EIO the store owned it and has removed it again */
 	if (rc == -EEXIST)
 		emu_reply_error(rq, 409, 5409,
 				"Resource already exists. Verify the resource information and try "
