@@ -1,0 +1,156 @@
+# shellcheck shell=bash
+# tests/e2e/rel_lib.sh - helpers for the reliability and security mount tests (t_rel_*.sh),
+# on top of lib.sh (emulator start, mount_fs/umount_fs, cleanup trap).
+#
+# Direct API calls go through curl with the credentials in a 0600 header file (-H @FILE),
+# never in argv: the security test greps `ps` for the token. Every wait is bounded.
+
+# shellcheck source=tests/e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+set -euo pipefail
+# lib.sh's cleanup runs commands that may fail (kill of a gone pid): run it without -e, with
+# the script's exit status restored first.
+# shellcheck disable=SC2154 # rel_rc is assigned inside the trap string
+trap 'rel_rc=$?; set +e; (exit "$rel_rc"); e2e_cleanup' EXIT
+
+REL_AUTH=$E2E_T/auth.hdr
+(
+	umask 077
+	printf 'Authorization: Bearer %s\n' "$IMAGESFS_EMULATOR_TOKEN" >"$REL_AUTH"
+)
+
+# Percent-encodes an id for a URL path (every byte outside [A-Za-z0-9-._~]).
+rel_esc() {
+	python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"
+}
+
+# api_curl PATH-BELOW-images/ [curl args...]: authenticated request, body to stdout.
+api_curl() {
+	local p=$1
+	shift
+	curl -sS --max-time 30 -H @"$REL_AUTH" "$@" "$EMU_URL/accounts/$ACCOUNT/images/$p"
+}
+
+# api_blob ID OUT: the stored bytes of an image; non-zero when it does not exist.
+api_blob() {
+	local code
+	code=$(api_curl "v1/$(rel_esc "$1")/blob" -o "$2" -w '%{http_code}') || return 1
+	[[ $code == 200 ]]
+}
+
+# api_image_json ID: the image's JSON result object (exit 1 if absent).
+api_image_json() {
+	api_curl "v1/$(rel_esc "$1")" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+if not d.get("success"):
+    sys.exit(1)
+print(json.dumps(d["result"]))'
+}
+
+# api_ids: every image id, one per line (v2 listing, all pages).
+api_ids() {
+	python3 - "$EMU_URL/accounts/$ACCOUNT/images/v2" "$IMAGESFS_EMULATOR_TOKEN" <<'EOF'
+import json, sys, urllib.request
+base, token = sys.argv[1], sys.argv[2]
+tok = ""
+while True:
+    url = base + "?per_page=10000" + ("&continuation_token=" + tok if tok else "")
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+    d = json.load(urllib.request.urlopen(req, timeout=30))
+    for im in d["result"]["images"]:
+        print(im["id"])
+    tok = d["result"].get("continuation_token")
+    if not tok:
+        break
+EOF
+}
+
+# api_has_id ID: 0 when an image with exactly this id exists (listing, not a GET).
+api_has_id() {
+	local ids
+	ids=$(api_ids) || fail "cannot list images"
+	grep -qxF -- "$1" <<<"$ids"
+}
+
+# Fault rules (see tests/emulator/README.md).
+fault_add() {
+	curl -fsS --max-time 10 -X POST --data-binary "$1" "$EMU_ADMIN/faults" >/dev/null ||
+		fail "cannot add fault rule $1"
+}
+faults_clear() {
+	curl -fsS --max-time 10 -X DELETE "$EMU_ADMIN/faults" >/dev/null || fail "cannot clear faults"
+}
+
+# ms_now: wall clock in milliseconds.
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+
+# Cache layout (cache/cache.c): entries in v1/objects/<ss>/<sha256(id)>-<version>,
+# temp and staged files in v1/tmp.
+cache_objects() { find "${1:-$E2E_T/cache}/v1/objects" -type f 2>/dev/null | sort; }
+cache_tmp_count() { find "${1:-$E2E_T/cache}/v1/tmp" -type f 2>/dev/null | wc -l; }
+# cache_has ID [CACHEDIR]: 0 when some version of ID is a committed entry.
+cache_has() {
+	local h
+	h=$(printf '%s' "$1" | sha256sum | cut -c1-64)
+	[[ -n $(find "${2:-$E2E_T/cache}/v1/objects" -type f -name "$h-*" 2>/dev/null) ]]
+}
+
+# rel_py ARGS...: python3 with rel_api.py importable, script on stdin (see rel_api.py).
+rel_py() {
+	REL_BASE="$EMU_URL/accounts/$ACCOUNT/images" PYTHONPATH="$(dirname "${BASH_SOURCE[0]}")" \
+		python3 - "$@"
+}
+
+# cache_verify CACHEDIR: every committed entry equals the API's bytes of its id (entries of
+# ids that no longer exist are only counted). Fails on a partial or wrong entry.
+cache_verify() {
+	rel_py "$1/v1/objects" <<'EOF' || fail "cache entries differ from the stored images"
+import hashlib, os, sys, rel_api
+byhash = {hashlib.sha256(i.encode()).hexdigest(): i for i in rel_api.ids()}
+good = gone = bad = 0
+for root, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        i = byhash.get(f.split("-")[0])
+        if i is None:
+            gone += 1
+            continue
+        data = open(os.path.join(root, f), "rb").read()
+        want = rel_api.blob(i)
+        if want is not None and data != want:
+            print(f"cache entry {f} of {i!r}: {len(data)} bytes, stored image {len(want)} bytes")
+            bad += 1
+        else:
+            good += 1
+print(f"--- cache_verify: {good} entries byte-exact, {gone} of deleted ids, {bad} wrong")
+sys.exit(1 if bad else 0)
+EOF
+}
+
+# daemon_alive MOUNTPOINT: the daemon runs and the mount answers.
+daemon_alive() {
+	kill -0 "${FS_PID[$1]}" 2>/dev/null || fail "daemon of $1 died: $(tail -n 20 "${FS_LOG[$1]}")"
+	timeout 20 stat "$1/stats" >/dev/null || fail "mount $1 does not answer"
+}
+
+# sanitizer_clean LOGFILE: no ASan/UBSan/TSan report in it.
+sanitizer_clean() {
+	! grep -E -q 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer' "$1" ||
+		fail "sanitizer report in $1: $(grep -E -m3 'runtime error:|Sanitizer' "$1")"
+}
+
+# kill9_fs MOUNTPOINT: SIGKILLs the daemon and detaches the dead mount.
+kill9_fs() {
+	local pid=${FS_PID[$1]} i
+	kill -9 "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	unset "FS_PID[$1]"
+	for ((i = 0; i < 50; i++)); do
+		fusermount3 -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null || true
+		mountpoint -q "$1" || return 0
+		sleep 0.1
+	done
+	fail "dead mount $1 stayed"
+}
+
+is_sanitizer_build() { grep -qa -e __asan_init -e __tsan_init "$IMAGESFS_BIN/mount.imagesfs"; }
