@@ -8,10 +8,55 @@
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set -euo pipefail
+# Processes a test started besides the emulator and the mounts: REL_CONT_PIDS get SIGCONT
+# (a test may have stopped them) and REL_KILL_PIDS SIGTERM before lib.sh's cleanup.
+REL_CONT_PIDS=() REL_KILL_PIDS=()
+rel_cleanup() {
+	local p
+	for p in "${REL_CONT_PIDS[@]}" "${REL_KILL_PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; done
+	for p in "${REL_KILL_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	[[ -n $EMU_PID ]] && kill -CONT "$EMU_PID" 2>/dev/null
+}
 # lib.sh's cleanup runs commands that may fail (kill of a gone pid): run it without -e, with
 # the script's exit status restored first.
 # shellcheck disable=SC2154 # rel_rc is assigned inside the trap string
-trap 'rel_rc=$?; set +e; (exit "$rel_rc"); e2e_cleanup' EXIT
+trap 'rel_rc=$?; set +e; rel_cleanup; (exit "$rel_rc"); e2e_cleanup' EXIT
+
+# rel_mount MOUNTPOINT API_URL [-o-options]: mount_fs (lib.sh) against another API URL
+# (a proxy or a fake server); the cache is $E2E_T/cache unless the options name another.
+rel_mount() {
+	local mnt=$1 url=$2 opts=${3:-} log i
+	mkdir -p "$mnt"
+	log="$E2E_T/fs-$(basename "$mnt").log"
+	[[ $opts == *cache_dir=* ]] || opts="cache_dir=$E2E_T/cache${opts:+,$opts}"
+	CLOUDFLARE_API_TOKEN=$IMAGESFS_EMULATOR_TOKEN "$IMAGESFS_BIN/mount.imagesfs" "$ACCOUNT" \
+		"$mnt" -f -o "api_url=$url,$opts" >"$log" 2>&1 &
+	FS_PID[$mnt]=$!
+	FS_LOG[$mnt]=$log
+	for ((i = 0; i < 200; i++)); do
+		mountpoint -q "$mnt" && return 0
+		kill -0 "${FS_PID[$mnt]}" 2>/dev/null || { cat "$log" >&2; fail "mount of $mnt failed"; }
+		sleep 0.05
+	done
+	fail "mount of $mnt did not appear"
+}
+
+# slowproxy_start BYTES_PER_SECOND: a pacing TCP proxy in front of the emulator
+# (rel_slowproxy.py); sets PROXY_URL (the API base through it).
+slowproxy_start() {
+	local port="" i
+	python3 "$(dirname "${BASH_SOURCE[0]}")/rel_slowproxy.py" "$(sed -E 's|.*:([0-9]+)/.*|\1|' <<<"$EMU_URL")" \
+		"$1" >"$E2E_T/proxy.out" 2>"$E2E_T/proxy.err" &
+	REL_KILL_PIDS+=($!)
+	for ((i = 0; i < 100; i++)); do
+		port=$(head -n 1 "$E2E_T/proxy.out" 2>/dev/null || true)
+		[[ $port =~ ^[0-9]+$ ]] && break
+		sleep 0.05
+	done
+	[[ $port =~ ^[0-9]+$ ]] || fail "proxy did not start: $(cat "$E2E_T/proxy.err")"
+	# shellcheck disable=SC2034 # used by the tests
+	PROXY_URL=http://127.0.0.1:$port/client/v4
+}
 
 REL_AUTH=$E2E_T/auth.hdr
 (

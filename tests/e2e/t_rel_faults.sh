@@ -97,7 +97,7 @@ curl -fsS "$EMU_ADMIN/stats" >"$E2E_T/ops.json"
 
 log "reads of uncached images under the same faults (second mount, empty cache): exact or EIO"
 M2=$E2E_T/mnt2
-mount_fs "$M2" "cache_dir=$E2E_T/cache2"
+rel_mount "$M2" "$EMU_URL" "cache_dir=$E2E_T/cache2"
 for ((i = 0; i < N; i += 4)); do
 	printf -v f 'f%03d.png' "$i"
 	[[ -e $M2/images/$f ]] || continue
