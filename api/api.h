@@ -52,8 +52,10 @@ struct api_config {
 	long request_timeout_ms;   /* whole-request cap, 0 = default 120000 */
 	int max_attempts;          /* attempts per idempotent request, 0 = default 5 */
 	long retry_budget_ms;      /* total time spent retrying one call, 0 = default 30000 */
-	double rate_per_sec;       /* client-side token bucket; 0 = default (1200/300 s = 4/s) , <0 = off */
-	int rate_burst;            /* bucket size; 0 = default 200 */
+	double rate_per_sec;       /* client-side token bucket; 0 = default (3.6/s with burst 120:
+				    * never more than Cloudflare's 1200 per 300 s), <0 = off */
+	int rate_burst;            /* bucket size; 0 = one second's worth of rate_per_sec, or 120
+				    * with the default rate */
 	int verbose;               /* libcurl trace to stderr with secrets redacted */
 	const char *user_agent;    /* optional */
 };

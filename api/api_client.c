@@ -139,7 +139,11 @@ static void apply_defaults(struct api_client *c, const struct api_config *cfg)
 	    cfg->retry_budget_ms > 0 ? cfg->retry_budget_ms : API_DEF_RETRY_BUDGET_MS;
 	c->verbose = cfg->verbose;
 	double rate = cfg->rate_per_sec == 0 ? API_DEF_RATE_PER_SEC : cfg->rate_per_sec;
-	int burst = cfg->rate_burst > 0 ? cfg->rate_burst : API_DEF_RATE_BURST;
+	/* A caller-chosen rate without a burst gets one second's worth, not the default burst
+	 * (which would let the first 120 requests exceed a stricter budget). */
+	int burst = cfg->rate_burst > 0	 ? cfg->rate_burst
+		    : cfg->rate_per_sec > 0 ? (cfg->rate_per_sec >= 1 ? (int)cfg->rate_per_sec : 1)
+					    : API_DEF_RATE_BURST;
 	api_bucket_init(&c->bucket, rate, burst, api_now_ns());
 }
 

@@ -9,10 +9,12 @@
 #include "api_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define V2_MAX_PER_PAGE 10000
@@ -266,30 +268,68 @@ static int same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* After "already exists" on a retry whose earlier attempt may have landed: fetch the image
- * and accept it if it is the one we sent (same filename/creator/privacy). */
-static int recover_upload(struct api_client *c, const struct api_upload *up, struct api_image *out,
-			  struct api_err *err)
+/* Compares the bytes of the stored image with what we sent (fd, from offset 0). A
+ * mismatch or any failure counts as "not ours". Runs only on the rare recovery path. */
+static int same_blob(struct api_client *c, const char *id, int fd)
+{
+	char a[65536], b[65536];
+	struct api_err gerr;
+	uint64_t got = 0;
+	struct stat st;
+	int tmp = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int same = 0;
+
+	if (tmp < 0 || fstat(fd, &st) < 0)
+		goto out;
+	if (api_image_blob(c, id, tmp, 0, &got, NULL, 0, &gerr) != 0 || got != (uint64_t)st.st_size)
+		goto out;
+	for (off_t off = 0; off < st.st_size;) {
+		ssize_t n = pread(fd, a, sizeof(a), off);
+		if (n <= 0 || pread(tmp, b, (size_t)n, off) != n || memcmp(a, b, (size_t)n) != 0)
+			goto out;
+		off += n;
+	}
+	same = 1;
+out:
+	if (tmp >= 0)
+		close(tmp);
+	return same;
+}
+
+/* After an attempt whose outcome is unknown (sent, then no reply, a 5xx, or "already exists"
+ * on a retry): fetch the image and accept it if it is the one we sent — same filename,
+ * creator and privacy, uploaded after we started, and for file uploads the same bytes. */
+static int recover_upload(struct api_client *c, const struct api_upload *up, int64_t started_ms,
+			  struct api_image *out, struct api_err *err, int rc)
 {
 	struct api_err orig = *err, gerr;
 	struct api_image img;
 	if (api_image_get(c, up->id, &img, &gerr) != 0) {
 		*err = orig;
-		return -EEXIST;
+		return rc;
 	}
 	const char *fname = up->fd >= 0 ? (up->filename ? up->filename : "file") : NULL;
 	int match =
 	    same_str(up->creator, img.creator) && (!fname || same_str(fname, img.filename)) &&
-	    (up->require_signed_urls < 0 || !up->require_signed_urls == !img.require_signed_urls);
+	    (up->require_signed_urls < 0 || !up->require_signed_urls == !img.require_signed_urls) &&
+	    (!img.uploaded_ms || img.uploaded_ms >= started_ms - API_UPLOAD_CLOCK_SKEW_MS) &&
+	    (up->fd < 0 || same_blob(c, up->id, up->fd));
 	if (!match) {
 		api_image_release(&img);
 		*err = orig;
-		return -EEXIST;
+		return rc;
 	}
 	*out = img;
 	memset(err, 0, sizeof(*err));
 	err->attempts = orig.attempts;
 	return 0;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int api_image_upload(struct api_client *c, const struct api_upload *up, struct api_image *out,
@@ -310,9 +350,12 @@ int api_image_upload(struct api_client *c, const struct api_upload *up, struct a
 	if (!rc) {
 		api_req_init(&r, "POST", url, up->id ? API_CREATE_WITH_ID : API_CREATE_ANON);
 		r.mp = &mp;
+		int64_t started = wall_ms();
 		rc = image_call(c, &r, out, err);
-		if (rc == -EEXIST && r.outcome_unknown && up->id)
-			rc = recover_upload(c, up, out, err);
+		/* A custom id makes a lost outcome checkable: never report a stored upload as
+		 * failed (and never store it twice: retries of a stored one get 5409). */
+		if (rc < 0 && r.outcome_unknown && up->id)
+			rc = recover_upload(c, up, started, out, err, rc);
 		api_req_release(&r);
 	}
 	free(url);

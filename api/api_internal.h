@@ -38,8 +38,12 @@
 #define API_DEF_REQUEST_TIMEOUT_MS 120000L
 #define API_DEF_MAX_ATTEMPTS 5
 #define API_DEF_RETRY_BUDGET_MS 30000L
-#define API_DEF_RATE_PER_SEC 4.0 /* 1200 requests / 300 s, Cloudflare's per-user limit */
-#define API_DEF_RATE_BURST 200
+/* Cloudflare's per-user limit is 1200 requests per 300 s. A token bucket of rate r and size b
+ * sends at most b + r*S requests in any S seconds, so b = 120 and r = (1200 - 120) / 300. */
+#define API_DEF_RATE_PER_SEC 3.6
+#define API_DEF_RATE_BURST 120
+/* How far the server's clock may be behind ours when matching a recovered upload. */
+#define API_UPLOAD_CLOCK_SKEW_MS 300000
 
 /* Backoff: full jitter over min(cap, base * 2^(retry-1)). */
 #define API_BACKOFF_BASE_MS 100L

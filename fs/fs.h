@@ -114,6 +114,7 @@ struct fs_config {
 	char *rate_limit;
 	char *umask_str;
 	char *log_file;
+	int rate_burst; /* derived from rate_limit; 0 = the API's default */
 	int dir_ttl;
 	int ro;
 	int allow_other;

@@ -112,7 +112,8 @@ static void usage(void)
 	    "  cache_size=SIZE    cache cap, K/M/G suffixes (default 1G)\n"
 	    "  dir_ttl=SECONDS    how long a listing is trusted (default 60)\n"
 	    "  ca_file=FILE       CA bundle for https\n"
-	    "  rate_limit=N       client-side requests per second\n"
+	    "  rate_limit=N/SECS  client-side budget: at most N requests in any SECS seconds\n"
+	    "                     (default 1200/300, the API's limit); or requests/second; or off\n"
 	    "  log_file=PATH      write log lines to PATH (0600) instead of syslog/stderr\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
@@ -365,6 +366,43 @@ static int cache_dir_resolve(struct fs_config *cfg)
 	return mkdir_p(cfg->cache_dir);
 }
 
+/* rate_limit=N/S: at most N requests in any S seconds. A token bucket of size b and rate r
+ * sends at most b + r*S in S seconds, so b = max(1, N/10) and r = (N - b) / S.
+ * rate_limit=R: R requests per second with a one-second burst. "off" or 0 disables it. */
+static int parse_rate(const char *s, double *rate, int *burst)
+{
+	char *end;
+	double n, secs = 0;
+
+	if (strcmp(s, "off") == 0 || strcmp(s, "0") == 0) {
+		*rate = -1;
+		*burst = 0;
+		return 0;
+	}
+	errno = 0;
+	n = strtod(s, &end);
+	if (end == s || errno || !(n > 0) || n > 1e6)
+		return -1;
+	if (*end == '/') {
+		const char *p = end + 1;
+		secs = strtod(p, &end);
+		if (end == p || !(secs > 0) || secs > 86400 || n < 1)
+			return -1;
+	}
+	if (*end)
+		return -1;
+	if (secs > 0) {
+		*burst = n >= 10 ? (int)(n / 10) : 1;
+		*rate = (n - *burst) / secs;
+		if (!(*rate > 0))
+			*rate = n / secs / 2; /* tiny budgets: stay well inside */
+	} else {
+		*rate = n;
+		*burst = n >= 1 ? (int)n : 1;
+	}
+	return 0;
+}
+
 static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 {
 	struct fs_config *cfg = &fs->cfg;
@@ -397,13 +435,12 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 		fs->umask = (mode_t)m;
 	}
 	*rate = 0;
-	if (cfg->rate_limit) {
-		char *end;
-		*rate = strtod(cfg->rate_limit, &end);
-		if (*end || end == cfg->rate_limit) {
-			fprintf(stderr, "mount.imagesfs: bad rate_limit '%s'\n", cfg->rate_limit);
-			return -1;
-		}
+	if (cfg->rate_limit && parse_rate(cfg->rate_limit, rate, &cfg->rate_burst) < 0) {
+		fprintf(stderr,
+			"mount.imagesfs: bad rate_limit '%s' (want N/SECONDS, e.g. 1200/300, "
+			"requests per second, or off)\n",
+			cfg->rate_limit);
+		return -1;
 	}
 	if (!cfg->api_url) {
 		const char *env = getenv("CLOUDFLARE_BASE_URL");
@@ -430,6 +467,7 @@ static int api_open(struct fs_ctx *fs, const struct fs_creds *c, double rate)
 	    .auth_key = c->key,
 	    .ca_file = fs->cfg.ca_file,
 	    .rate_per_sec = rate,
+	    .rate_burst = fs->cfg.rate_burst,
 	    .verbose = fs->cfg.debug,
 	    .user_agent = "imagesfs/0.1.0",
 	};

@@ -251,10 +251,11 @@ START_TEST(test_upload_with_id_recovers_lost_response)
 	fake_add_action(&F, FAKE_DROP);
 	fake_add_reply(&F, 409, NULL, ERR_ENV(5409, "Resource already exists."));
 	fake_add_reply(&F, 200, NULL, OK_ENV(IMG("my/id", "f.png")));
+	fake_add_reply(&F, 200, "Content-Type: image/png\r\n", PNG_BYTES);
 	start();
 	struct api_client *c = client(3);
 	upload_png(c, "my/id", 0, "my/id");
-	ck_assert_int_eq(fake_http_nreqs(&F), 3);
+	ck_assert_int_eq(fake_http_nreqs(&F), 4);
 	assert_head_starts(0, "POST /client/v4/accounts/acc/images/v1 HTTP/1.1\r\n");
 	ck_assert_ptr_nonnull(
 	    strstr(F.reqs[0].head, "Content-Type: multipart/form-data; boundary=----imagesfs"));
@@ -265,6 +266,30 @@ START_TEST(test_upload_with_id_recovers_lost_response)
 					"Content-Type: image/png\r\n\r\n" PNG_BYTES "\r\n--"));
 	ck_assert_ptr_null(strstr(b, "requireSignedURLs"));
 	assert_head_starts(2, "GET /client/v4/accounts/acc/images/v1/my%2Fid HTTP/1.1\r\n");
+	api_client_free(c);
+	fake_http_stop(&F);
+}
+END_TEST
+
+/* Every response lost (no 409 ever seen): the stored image is still recognised by a GET and
+ * a byte comparison, and reported as uploaded; different bytes are not ours. */
+START_TEST(test_upload_with_id_all_responses_lost)
+{
+	fake_add_action(&F, FAKE_DROP);
+	fake_add_action(&F, FAKE_DROP);
+	fake_add_reply(&F, 200, NULL, OK_ENV(IMG("my/id", "f.png")));
+	fake_add_reply(&F, 200, "Content-Type: image/png\r\n", PNG_BYTES);
+	fake_add_action(&F, FAKE_DROP);
+	fake_add_action(&F, FAKE_DROP);
+	fake_add_reply(&F, 200, NULL, OK_ENV(IMG("my/id", "f.png")));
+	fake_add_reply(&F, 200, "Content-Type: image/png\r\n", "\x89PNG\r\n\x1a\nother-bytes!!");
+	start();
+	struct api_client *c = client(2);
+	upload_png(c, "my/id", 0, "my/id");
+	ck_assert_int_eq(fake_http_nreqs(&F), 4);
+	assert_head_starts(3, "GET /client/v4/accounts/acc/images/v1/my%2Fid/blob HTTP/1.1\r\n");
+	upload_png(c, "my/id", -EIO, NULL);
+	ck_assert_int_eq(fake_http_nreqs(&F), 8);
 	api_client_free(c);
 	fake_http_stop(&F);
 }
@@ -698,7 +723,21 @@ START_TEST(test_client_config)
 	ck_assert(c->bucket.enabled);
 	ck_assert(c->bucket.rate == API_DEF_RATE_PER_SEC);
 	ck_assert(c->bucket.burst == API_DEF_RATE_BURST);
+	/* The default bucket never exceeds Cloudflare's 1200 requests in any 300 s. */
+	ck_assert(c->bucket.burst + c->bucket.rate * 300 <= 1200.0 + 1e-9);
 	api_client_free(c);
+
+	/* A chosen rate without a burst gets one second's worth, not the default burst. */
+	cfg.rate_per_sec = 3;
+	ck_assert_int_eq(api_client_new(&cfg, &c), 0);
+	ck_assert(c->bucket.rate == 3);
+	ck_assert(c->bucket.burst == 3);
+	api_client_free(c);
+	cfg.rate_per_sec = 0.5;
+	ck_assert_int_eq(api_client_new(&cfg, &c), 0);
+	ck_assert(c->bucket.burst == 1);
+	api_client_free(c);
+	cfg.rate_per_sec = 0;
 
 	cfg.base_url = "https://api.example/client/v4//";
 	cfg.token = NULL;
@@ -792,6 +831,7 @@ void add_http_tests(TCase *tc)
 	tcase_add_test(tc, test_500_exhausted_is_eio_and_404_not_retried);
 	tcase_add_test(tc, test_delete_lost_response_then_404_is_success);
 	tcase_add_test(tc, test_upload_with_id_recovers_lost_response);
+	tcase_add_test(tc, test_upload_with_id_all_responses_lost);
 	tcase_add_test(tc, test_upload_with_id_foreign_duplicate_is_eexist);
 	tcase_add_test(tc, test_upload_anonymous_not_retried_after_send);
 	tcase_add_test(tc, test_upload_by_url_fields);
