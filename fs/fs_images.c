@@ -275,6 +275,7 @@ void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fu
 		fi->direct_io = 1; /* bytes still changing: no page cache */
 	} else {
 		fi->keep_cache = !inval;
+		fi->noflush = 1; /* nothing to upload: close(2) need not wait for a FLUSH */
 	}
 	reply_open_fh(req, fs, fi, fh);
 }
