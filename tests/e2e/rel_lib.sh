@@ -199,3 +199,32 @@ kill9_fs() {
 }
 
 is_sanitizer_build() { grep -qa -e __asan_init -e __tsan_init "$IMAGESFS_BIN/mount.imagesfs"; }
+
+# rel_umount MOUNTPOINT: like umount_fs (lib.sh) but bounded: a daemon still running 20 s
+# after the unmount is SIGKILLed and the test fails (umount_fs would wait forever).
+rel_umount() {
+	local mnt=$1 pid=${FS_PID[$1]} i rc
+	for ((i = 0; i < 100; i++)); do
+		fusermount3 -u "$mnt" 2>/dev/null || true
+		mountpoint -q "$mnt" || break
+		sleep 0.1
+	done
+	mountpoint -q "$mnt" && { fusermount3 -uz "$mnt" || true; }
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid"
+		wait "$pid" 2>/dev/null || true
+		unset "FS_PID[$mnt]"
+		fail "mount.imagesfs for $mnt still running 20 s after the unmount (killed)"
+	fi
+	rc=0
+	wait "$pid" || rc=$?
+	unset "FS_PID[$mnt]"
+	((rc == 0)) || { tail -n 30 "${FS_LOG[$mnt]}" >&2; fail "mount.imagesfs for $mnt exited with $rc"; }
+}
+
+# vm_kib PID FIELD: a /proc/PID/status memory field (VmRSS, VmHWM) in KiB.
+vm_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
