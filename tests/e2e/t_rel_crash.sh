@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# kill -9 of the daemon in the middle of uploads and downloads, three times. The mount talks
+# A reader killed in the middle of a download leaves no temp file behind once the daemon's
+# download ends (no remount needed). Then kill -9 of the daemon in the middle of uploads and
+# downloads, three times. The mount talks
 # to the emulator through a pacing proxy (2 MB/s per connection), so each kill is taken
 # while a 3 MB download is partly written into a fill-* temp file and an upload is staged or
 # on the wire. After each remount: temp files are gone (no garbage grows across crashes),
@@ -44,6 +46,34 @@ loop_read() {
 		i=$((i + 1))
 	done
 }
+
+log "a reader killed in the middle of a download: tmp/ drains without a remount"
+for i in 0 1 2; do
+	big_png "$E2E_T/src/int-$i.png" 3000000
+	api_curl v1 -F "file=@$E2E_T/src/int-$i.png" -F "id=int-$i.png" -o /dev/null || fail "seeding int-$i.png"
+done
+rel_mount "$M" "$PROXY_URL"
+ls "$M/images" >/dev/null
+for i in 0 1 2; do
+	cat "$M/images/int-$i.png" >/dev/null 2>&1 &
+	rpid=$!
+	for ((try = 0; try < 100; try++)); do
+		[[ -n $(find "$E2E_T/cache/v1/tmp" -name 'fill-*' -size +64k 2>/dev/null) ]] && break
+		sleep 0.05
+	done
+	kill -9 "$rpid" 2>/dev/null || true
+	wait "$rpid" 2>/dev/null || true
+done
+for ((try = 0; try < 200; try++)); do
+	(($(cache_tmp_count) == 0)) && break
+	sleep 0.1
+done
+expect_eq "temp files 20 s after the killed readers" "$(cache_tmp_count)" 0
+cache_verify "$E2E_T/cache"
+for i in 0 1 2; do
+	cmp -s "$E2E_T/src/int-$i.png" "$M/images/int-$i.png" || fail "int-$i reads back wrong"
+done
+rel_umount "$M"
 
 for ((c = 1; c <= CYCLES; c++)); do
 	log "cycle $c: 3 new 3 MB images on the server; mount through the proxy; read and upload"

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The client-side rate limiter keeps a mount under the API's request budget instead of
 # running into 429s. The emulator enforces the real API's rate (1200 requests per 300 s =
-# 4/s) scaled to a 5 s window (20 per 5 s); the mount runs with -o rate_limit=3 (requests
-# per second, below the budget). ls -l of a 30,000-image account and 60 downloads from 4
+# 4/s) scaled to a 5 s window (20 per 5 s); the mount runs with the matching
+# -o rate_limit=20/5 (or, for a daemon without the N/SECS form, rate_limit=3 per second). ls -l of a 30,000-image account and 60 downloads from 4
 # processes (more than three windows' worth of requests) all succeed, byte-exact, and no
 # reply in the whole run is a 429 (the -d trace of every response is checked).
 # shellcheck disable=SC2010,SC2119 # ls is under test; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 
-LIMIT=20 WINDOW=5 RATE=3 READS=60
+LIMIT=20 WINDOW=5 READS=60
+if "$IMAGESFS_BIN/mount.imagesfs" --help 2>/dev/null | grep -q 'rate_limit=N/SECS'; then
+	RATE=$LIMIT/$WINDOW
+else
+	RATE=3
+fi
 emu_start --allowed 100000
 emu_seed 30000 s- 90
 emu_seed "$READS" r- 400
@@ -25,7 +30,7 @@ M=$E2E_T/mnt
 mount_fs "$M" "rate_limit=$RATE,-d"
 start=$(ms_now)
 
-log "ls -l of a 30,060-image account"
+log "rate_limit=$RATE; ls -l of a 30,060-image account"
 n=$(ls -l "$M/images" | grep -c ' [sr]-') || true
 expect_eq "entries" "$n" $((30000 + READS))
 ls "$M/keys" "$M/variants" >/dev/null || fail "ls keys variants"
