@@ -95,19 +95,10 @@ print(json.dumps(d["result"]))'
 
 # api_ids: every image id, one per line (v2 listing, all pages).
 api_ids() {
-	python3 - "$EMU_URL/accounts/$ACCOUNT/images/v2" "$IMAGESFS_EMULATOR_TOKEN" <<'EOF'
-import json, sys, urllib.request
-base, token = sys.argv[1], sys.argv[2]
-tok = ""
-while True:
-    url = base + "?per_page=10000" + ("&continuation_token=" + tok if tok else "")
-    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
-    d = json.load(urllib.request.urlopen(req, timeout=30))
-    for im in d["result"]["images"]:
-        print(im["id"])
-    tok = d["result"].get("continuation_token")
-    if not tok:
-        break
+	rel_py <<'EOF'
+import rel_api
+for i in rel_api.ids():
+    print(i)
 EOF
 }
 
@@ -130,10 +121,19 @@ faults_clear() {
 # ms_now: wall clock in milliseconds.
 ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
-# Cache layout (cache/cache.c): entries in v1/objects/<ss>/<sha256(id)>-<version>,
+# Cache layout (cache/cache_disk.c): entries in v1/objects/<ss>/<sha256(id)>-<version>-<size>,
 # temp and staged files in v1/tmp.
-cache_objects() { find "${1:-$E2E_T/cache}/v1/objects" -type f 2>/dev/null | sort; }
-cache_tmp_count() { find "${1:-$E2E_T/cache}/v1/tmp" -type f 2>/dev/null | wc -l; }
+# Both fail when the directory is missing, so a layout change cannot make checks vacuous.
+cache_objects() {
+	local d=${1:-$E2E_T/cache}/v1/objects
+	[[ -d $d ]] || fail "no cache objects directory $d (layout changed?)"
+	find "$d" -type f | sort
+}
+cache_tmp_count() {
+	local d=${1:-$E2E_T/cache}/v1/tmp
+	[[ -d $d ]] || fail "no cache tmp directory $d (layout changed?)"
+	find "$d" -type f | wc -l
+}
 # cache_has ID [CACHEDIR]: 0 when some version of ID is a committed entry.
 cache_has() {
 	local h
@@ -150,6 +150,7 @@ rel_py() {
 # cache_verify CACHEDIR: every committed entry equals the API's bytes of its id (entries of
 # ids that no longer exist are only counted). Fails on a partial or wrong entry.
 cache_verify() {
+	[[ -d $1/v1/objects ]] || fail "no cache objects directory in $1 (layout changed?)"
 	rel_py "$1/v1/objects" <<'EOF' || fail "cache entries differ from the stored images"
 import hashlib, os, sys, rel_api
 byhash = {hashlib.sha256(i.encode()).hexdigest(): i for i in rel_api.ids()}

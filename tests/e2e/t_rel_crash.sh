@@ -90,13 +90,13 @@ for ((c = 1; c <= CYCLES; c++)); do
 	pids+=($!)
 	loop_upload "$c-b" &
 	pids+=($!)
-	loop_read "$c" &
-	pids+=($!)
 	pid=${FS_PID[$M]}
 	for ((try = 0; try < 200; try++)); do # let some uploads finish before the kill
 		(($(cat "$E2E_T"/up.* 2>/dev/null | grep -c ' 0$') >= 4 * c)) && break
 		sleep 0.1
 	done
+	loop_read "$c" & # each 3 MB download lasts ~1.5 s through the proxy
+	pids+=($!)
 	caught=""
 	for ((try = 0; try < 100; try++)); do
 		sleep 0.05

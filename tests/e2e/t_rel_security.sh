@@ -97,13 +97,15 @@ grep -qi 'X-Auth-Key: \[redacted\]' "$E2E_T/key.log" || fail "no redacted X-Auth
 grep -qF "X-Auth-Email: $AUTH_EMAIL" "$E2E_T/key.log" || log "(the email is redacted too)"
 
 log "failure messages never echo secrets"
-for auth in "CLOUDFLARE_API_TOKEN=wrong-$AUTH_KEY" "CLOUDFLARE_API_KEY=$AUTH_KEY-x CLOUDFLARE_EMAIL=$AUTH_EMAIL"; do
-	# shellcheck disable=SC2086 # word splitting of the assignments is intended
-	env $auth timeout 20 "$IMAGESFS_BIN/mount.imagesfs" "$ACCOUNT" "$M" -f \
+# wrong_mount: a mount with the credentials in the environment (never argv) must fail.
+wrong_mount() {
+	timeout 20 "$IMAGESFS_BIN/mount.imagesfs" "$ACCOUNT" "$M" -f \
 		-o "api_url=$EMU_URL,cache_dir=$E2E_T/cache,-d" >"$E2E_T/fail.log" 2>&1 &&
 		fail "a wrong credential mounted"
 	no_secret "a failed mount's output" "$E2E_T/fail.log" "$AUTH_KEY"
-done
+}
+CLOUDFLARE_API_TOKEN=wrong-$AUTH_KEY wrong_mount
+CLOUDFLARE_API_KEY=$AUTH_KEY-x CLOUDFLARE_EMAIL=$AUTH_EMAIL wrong_mount
 mountpoint -q "$M" && fail "mounted with wrong credentials"
 
 log "secret-looking options are refused in every spelling, the value never echoed"
