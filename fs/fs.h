@@ -40,6 +40,10 @@
 #define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
 #define FS_NEG_TIMEOUT 1.0	     /* seconds a negative lookup is cached by the kernel */
 #define FS_STATS_TTL_MS 5000	     /* statfs answers reuse api_stats_get this long */
+/* A listing or remote lookup that failed (server unreachable, timed out, 5xx) is answered
+ * with the same error this long, so a tool that asks twice in a row (cp: openat, then stat)
+ * or many waiters of one failed listing do not each wait out the network bound again. */
+#define FS_FAIL_HOLD_MS 3000
 /* Hidden attribute of the mount root: counts of FUSE operations served (for tests). */
 #define FS_XATTR_OPS "user.imagesfs.ops"
 
@@ -115,6 +119,7 @@ struct fs_config {
 	char *umask_str;
 	char *log_file;
 	int rate_burst; /* derived from rate_limit; 0 = the API's default */
+	int timeout_s;	/* timeout=: network bound per operation; 0 = the API's defaults */
 	int dir_ttl;
 	int ro;
 	int allow_other;
@@ -127,6 +132,16 @@ struct fs_listing {
 	int64_t fresh_ms; /* monotonic ms of the last successful listing, 0 = never */
 	int busy;	  /* a listing is in flight; others wait on fs->list_cond */
 	uint32_t gen;
+	int64_t fail_ms;  /* monotonic ms of the last failed listing (FS_FAIL_HOLD_MS) */
+	int fail_rc;	  /* its -errno */
+};
+
+/* The last remote lookup that failed, answered again for FS_FAIL_HOLD_MS. */
+struct fs_failed_lookup {
+	fuse_ino_t dir;
+	char name[256];
+	int64_t ms;
+	int rc;
 };
 
 /* FUSE operations served, for the FS_XATTR_OPS test hook. Relaxed atomics, no lock. */
@@ -156,6 +171,7 @@ struct fs_ctx {
 	fuse_ino_t next_ino;
 	struct fs_node *fixed[6];
 	struct fs_listing images, variants, keys;
+	struct fs_failed_lookup failed_lookup;
 	struct fs_tomb *tombs; /* ids deleted while an images listing is in flight */
 	uint64_t n_images;
 	char *var_base;	  /* "https://imagedelivery.net/<hash>/" learned from the listing */

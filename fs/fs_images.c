@@ -67,6 +67,33 @@ static int lookup_table(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, 
 	return 1;
 }
 
+/* The error of a remote lookup of (dir, name) that failed less than FS_FAIL_HOLD_MS ago,
+ * or 0. Callers hold no lock. */
+static int recent_failure(struct fs_ctx *fs, struct fs_node *dir, const char *name)
+{
+	struct fs_failed_lookup *f = &fs->failed_lookup;
+	int rc = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	if (f->ms && f->dir == dir->ino && strcmp(f->name, name) == 0 &&
+	    fs_now_ms() - f->ms < FS_FAIL_HOLD_MS)
+		rc = f->rc;
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+static void remember_failure(struct fs_ctx *fs, struct fs_node *dir, const char *name, int rc)
+{
+	struct fs_failed_lookup *f = &fs->failed_lookup;
+
+	pthread_mutex_lock(&fs->lock);
+	f->dir = dir->ino;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	f->ms = fs_now_ms();
+	f->rc = rc;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static void lookup_remote(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name,
 			  char *dir_id)
 {
@@ -79,7 +106,13 @@ static void lookup_remote(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	int rc = api_image_get(fs->api, id, &img, &err);
+	int rc = recent_failure(fs, dir, name);
+	if (rc < 0) {
+		free(id);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = api_image_get(fs->api, id, &img, &err);
 	if (rc == -ENOENT) {
 		free(id);
 		reply_negative(req);
@@ -89,6 +122,7 @@ static void lookup_remote(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir
 		char path[1100];
 		snprintf(path, sizeof(path), "images/%s", id);
 		free(id);
+		remember_failure(fs, dir, name, rc);
 		fuse_reply_err(req, -fs_log_api("look up", path, rc, &err));
 		return;
 	}

@@ -377,6 +377,11 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 		pthread_mutex_unlock(&fs->lock);
 		return 0;
 	}
+	if (fs->images.fail_ms && fs_now_ms() - fs->images.fail_ms < FS_FAIL_HOLD_MS) {
+		rc = fs->images.fail_rc; /* the listing that just failed (we may have waited on it) */
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
+	}
 	fs->images.busy = 1;
 	uint32_t gen = ++fs->images.gen;
 	fs->skipped_ids = 0;
@@ -390,6 +395,10 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 	if (rc == 0) {
 		sweep_locked(fs, fs->fixed[FS_INO_IMAGES], gen);
 		fs->images.fresh_ms = fs_now_ms();
+		fs->images.fail_ms = 0;
+	} else {
+		fs->images.fail_ms = fs_now_ms();
+		fs->images.fail_rc = rc;
 	}
 	while (fs->tombs) {
 		struct fs_tomb *t = fs->tombs;

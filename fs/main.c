@@ -50,6 +50,7 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("rate_limit=%s", rate_limit),
     OPT("umask=%s", umask_str),
     OPT("log_file=%s", log_file),
+    OPT("timeout=%d", timeout_s),
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
     FUSE_OPT_KEY("-f", KEY_FG),
@@ -115,6 +116,8 @@ static void usage(void)
 	    "  rate_limit=N/SECS  client-side budget: at most N requests in any SECS seconds\n"
 	    "                     (default 1200/300, the API's limit); or requests/second; or off\n"
 	    "  log_file=PATH      write log lines to PATH (0600) instead of syslog/stderr\n"
+	    "  timeout=SECONDS    an unresponsive server fails an operation after about this\n"
+	    "                     long, retries included (default 30)\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
 	    "  -d                 debug log (implies -f)\n");
@@ -434,6 +437,11 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 		}
 		fs->umask = (mode_t)m;
 	}
+	if (cfg->timeout_s < 0 || cfg->timeout_s > 3600) {
+		fprintf(stderr, "mount.imagesfs: bad timeout %d (want 1..3600 seconds)\n",
+			cfg->timeout_s);
+		return -1;
+	}
 	*rate = 0;
 	if (cfg->rate_limit && parse_rate(cfg->rate_limit, rate, &cfg->rate_burst) < 0) {
 		fprintf(stderr,
@@ -468,6 +476,12 @@ static int api_open(struct fs_ctx *fs, const struct fs_creds *c, double rate)
 	    .ca_file = fs->cfg.ca_file,
 	    .rate_per_sec = rate,
 	    .rate_burst = fs->cfg.rate_burst,
+	    /* timeout=T bounds a stalled transfer and the retrying of one call; 0 = defaults */
+	    .low_speed_time_s = fs->cfg.timeout_s,
+	    .retry_budget_ms = fs->cfg.timeout_s * 1000L,
+	    .connect_timeout_ms = fs->cfg.timeout_s > 0 && fs->cfg.timeout_s < 10
+				      ? fs->cfg.timeout_s * 1000L
+				      : 0,
 	    .verbose = fs->cfg.debug,
 	    .user_agent = "imagesfs/0.1.0",
 	};
