@@ -436,10 +436,12 @@ static int run_attempts(struct api_client *c, struct api_req *r, struct curl_sli
 				err->http_status = a.status;
 			return rc;
 		}
-		if (!want_retry(c, r, &a, start, &delay))
-			break;
+		/* Recorded for the last attempt too: an upload whose final attempt was lost
+		 * must still be checked for (recover_upload), not reported as failed. */
 		if (api_retry_outcome_unknown(a.curl_code, a.status))
 			r->outcome_unknown = 1;
+		if (!want_retry(c, r, &a, start, &delay))
+			break;
 		atomic_fetch_add(&c->n_retries, 1);
 		api_sleep_ms(delay);
 	}

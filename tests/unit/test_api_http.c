@@ -273,6 +273,23 @@ END_TEST
 
 /* Every response lost (no 409 ever seen): the stored image is still recognised by a GET and
  * a byte comparison, and reported as uploaded; different bytes are not ours. */
+/* Only the LAST attempt's outcome is unknown (earlier ones were refused with 429): the upload
+ * may still have landed, so it is looked for before failing. */
+START_TEST(test_upload_with_id_last_attempt_lost)
+{
+	fake_add_reply(&F, 429, NULL, ERR_ENV(971, "Please wait"));
+	fake_add_action(&F, FAKE_DROP);
+	fake_add_reply(&F, 200, NULL, OK_ENV(IMG("my/id", "f.png")));
+	fake_add_reply(&F, 200, "Content-Type: image/png\r\n", PNG_BYTES);
+	start();
+	struct api_client *c = client(2);
+	upload_png(c, "my/id", 0, "my/id");
+	ck_assert_int_eq(fake_http_nreqs(&F), 4);
+	api_client_free(c);
+	fake_http_stop(&F);
+}
+END_TEST
+
 START_TEST(test_upload_with_id_all_responses_lost)
 {
 	fake_add_action(&F, FAKE_DROP);
@@ -832,6 +849,7 @@ void add_http_tests(TCase *tc)
 	tcase_add_test(tc, test_delete_lost_response_then_404_is_success);
 	tcase_add_test(tc, test_upload_with_id_recovers_lost_response);
 	tcase_add_test(tc, test_upload_with_id_all_responses_lost);
+	tcase_add_test(tc, test_upload_with_id_last_attempt_lost);
 	tcase_add_test(tc, test_upload_with_id_foreign_duplicate_is_eexist);
 	tcase_add_test(tc, test_upload_anonymous_not_retried_after_send);
 	tcase_add_test(tc, test_upload_by_url_fields);
