@@ -13,8 +13,11 @@
  *
  * Node lifetime. A node is "linked" while it has a name in the table. The kernel holds
  * `nlookup` references (lookup/readdirplus/create/mkdir replies, released by forget) and open
- * handles hold `nopen`. A node is freed when it is unlinked and both counts are zero, so an
- * inode number the kernel still knows always resolves.
+ * handles hold `nopen`. A node is freed only when it is unlinked and both counts are zero
+ * (fs_node_maybe_free_locked is the one place that frees), so an inode number the kernel
+ * still knows always resolves and a pointer held by a file handle, or by a request on an
+ * inode the kernel holds, stays valid across network calls. Nothing ever replaces a node by
+ * a copy: a rename moves the node itself (fs_node_move_locked).
  */
 #ifndef IMAGESFS_FS_H
 #define IMAGESFS_FS_H
@@ -74,6 +77,8 @@ enum fs_kind {
  * the extension's index here instead of a copy of the filename (fs_list.c). */
 #define FS_NF_FNEXT_SHIFT 9
 #define FS_NF_FNEXT_MASK 0x0E00
+/* FS_NF_NAMEHEAP: `name` is a malloc'd string (a rename to a name longer than name_buf). */
+#define FS_NF_NAMEHEAP 0x1000
 
 struct fs_wstate;
 
@@ -104,7 +109,10 @@ struct fs_node {
 	uint32_t nopen;
 	uint16_t flags;
 	uint8_t kind;
-	char name[]; /* NUL-terminated basename */
+	/* NUL-terminated basename: name_buf (sized for the name the node was made with), or a
+	 * malloc'd string when a rename gave it a longer one (FS_NF_NAMEHEAP). */
+	char *name;
+	char name_buf[];
 };
 
 struct fs_config {
@@ -237,10 +245,11 @@ struct fs_node *fs_node_new_locked(struct fs_ctx *fs, struct fs_node *dir, const
 				   int kind);
 /* Removes the name; frees the node too if nothing references it. */
 void fs_node_unlink_locked(struct fs_ctx *fs, struct fs_node *n);
-/* Moves n to (dir, name); returns the node that now carries n's inode (n may be freed), or
- * NULL on allocation failure (n unchanged). Requires n->nopen == 0 and no children. */
-struct fs_node *fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *dir,
-				    const char *name);
+/* Moves n to (dir, name) in place: same node, same inode (the kernel and open handles keep
+ * their pointers). A node that was unlinked meanwhile is linked again. 0, or -ENOMEM with n
+ * unchanged. */
+int fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *dir,
+			const char *name);
 /* Like fs_node_unlink_locked for removals the kernel did not ask for (listing sweeps, images
  * found gone, failed creations): also tells the kernel to drop its cached dentry. */
 void fs_node_drop_locked(struct fs_ctx *fs, struct fs_node *n);

@@ -2,10 +2,10 @@
  * fs_node.c - the inode table.
  *
  * Every entry the mount shows is one struct fs_node: a single allocation with the name
- * inline, found by inode number (ino hash) and by (parent, name) (name hash), and chained
+ * inline (a rename to a longer name puts the new one in its own allocation), found by inode number (ino hash) and by (parent, name) (name hash), and chained
  * to its siblings for readdir. Image nodes keep only fixed-size fields; the few strings some
  * images have (metadata, creator, a filename different from the name, unusual variant URLs)
- * hang off one optional `extra` pointer. With ~15-byte names a listed image costs ~112 bytes
+ * hang off one optional `extra` pointer. With ~15-byte names a listed image costs ~120 bytes
  * of node plus 8 bytes of hash buckets; a filename that is the name plus a common extension
  * is a 3-bit index (FS_NF_FNEXT_*), not a string.
  *
@@ -16,6 +16,7 @@
 #include "fs.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,10 +147,11 @@ static void name_unlink(struct fs_ctx *fs, struct fs_node *n)
 static struct fs_node *node_alloc(const char *name, int kind)
 {
 	size_t len = strlen(name);
-	struct fs_node *n = calloc(1, sizeof(*n) + len + 1);
+	struct fs_node *n = calloc(1, offsetof(struct fs_node, name_buf) + len + 1);
 	if (!n)
 		return NULL;
-	memcpy(n->name, name, len + 1);
+	memcpy(n->name_buf, name, len + 1);
+	n->name = n->name_buf;
 	n->kind = (uint8_t)kind;
 	return n;
 }
@@ -165,14 +167,22 @@ static void extra_free(struct fs_img_extra *x)
 	free(x);
 }
 
-static void node_free(struct fs_ctx *fs, struct fs_node *n)
+/* Frees n and what it owns; it must be out of both hash tables. */
+static void node_destroy(struct fs_node *n)
 {
-	ino_remove(fs, n);
 	if (n->kind == FS_K_IMG)
 		extra_free(n->u.img);
 	else if (n->kind == FS_K_VAR || n->kind == FS_K_KEY)
 		free(n->u.doc);
+	if (n->flags & FS_NF_NAMEHEAP)
+		free(n->name);
 	free(n);
+}
+
+static void node_free(struct fs_ctx *fs, struct fs_node *n)
+{
+	ino_remove(fs, n);
+	node_destroy(n);
 }
 
 static int is_dir_kind(int kind)
@@ -221,11 +231,7 @@ void fs_table_free(struct fs_ctx *fs)
 			struct fs_node *n = fs->ino_tab[i], *next;
 			for (; n; n = next) {
 				next = n->ino_next;
-				if (n->kind == FS_K_IMG)
-					extra_free(n->u.img);
-				else if (n->kind == FS_K_VAR || n->kind == FS_K_KEY)
-					free(n->u.doc);
-				free(n);
+				node_destroy(n);
 			}
 		}
 	}
@@ -287,27 +293,34 @@ void fs_node_unlink_locked(struct fs_ctx *fs, struct fs_node *n)
 	fs_node_maybe_free_locked(fs, n);
 }
 
-struct fs_node *fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *dir,
-				    const char *name)
+/*
+ * In place: the kernel still knows n's inode, and handles opened meanwhile (or requests in
+ * flight on it) hold the pointer, so n is never replaced by a copy. The new name goes into
+ * name_buf when it fits (name_buf always holds a string at least as long as the name the
+ * node was made with), else into a malloc'd string (FS_NF_NAMEHEAP).
+ */
+int fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *dir,
+			const char *name)
 {
-	struct fs_node *m = node_alloc(name, n->kind);
-	if (!m)
-		return NULL;
+	size_t len = strlen(name);
+	char *heap = NULL;
+	if (len > strlen(n->name_buf) && !(heap = strdup(name)))
+		return -ENOMEM;
+	char *old = n->flags & FS_NF_NAMEHEAP ? n->name : NULL;
 	if (n->flags & FS_NF_LINKED)
 		name_unlink(fs, n);
-	ino_remove(fs, n);
-	m->ino = n->ino;
-	m->parent = dir;
-	m->u = n->u;
-	m->nlookup = n->nlookup;
-	m->uploaded_ms = n->uploaded_ms;
-	m->size = n->size;
-	m->gen = n->gen;
-	m->flags = n->flags & ~FS_NF_LINKED;
-	free(n);
-	ino_insert(fs, m);
-	name_link(fs, m);
-	return m;
+	if (heap) {
+		n->name = heap;
+		n->flags |= FS_NF_NAMEHEAP;
+	} else {
+		memmove(n->name_buf, name, len + 1);
+		n->name = n->name_buf;
+		n->flags &= ~FS_NF_NAMEHEAP;
+	}
+	free(old); /* after the copy: name may point into it */
+	n->parent = dir;
+	name_link(fs, n);
+	return 0;
 }
 
 void fs_node_forget_locked(struct fs_ctx *fs, struct fs_node *n, uint64_t nlookup)

@@ -667,26 +667,29 @@ static int rename_prepare_locked(struct fs_ctx *fs, struct fs_node *odir, const 
 	return 0;
 }
 
-/* Final table update: the source node takes the new name (the kernel keeps its inode). */
+/* Final table update: the source node itself takes the new name (the kernel keeps its
+ * inode; handles opened during the rename keep their node). The bytes are the same, so an
+ * exact size stays exact and the kernel's page cache stays valid. */
 static int rename_commit(struct fs_ctx *fs, struct rn_side *src, struct rn_side *dst,
 			 struct fs_node *ndir, const char *nname, const struct api_image *img)
 {
-	int rc = 0;
 	pthread_mutex_lock(&fs->lock);
-	struct fs_node *odir = src->n->parent;
+	struct fs_node *n = src->n, *odir = n->parent;
 	struct fs_node *d = fs_node_child_locked(fs, ndir, nname);
-	if (d && d != src->n) {
+	if (d && d != n) {
 		fs_tomb_add_locked(fs, dst->id);
 		fs_node_unlink_locked(fs, d);
 	}
 	if (!src->pending)
 		fs_tomb_add_locked(fs, src->id);
-	struct fs_node *m = fs_node_move_locked(fs, src->n, ndir, nname);
-	if (!m)
-		rc = -ENOMEM;
-	else if (img) {
-		fs_img_set_locked(fs, m, img);
-		m->gen = fs->images.gen;
+	int rc = fs_node_move_locked(fs, n, ndir, nname);
+	if (rc == 0 && img) {
+		uint64_t size = n->size;
+		uint16_t keep = n->flags & (FS_NF_SIZE | FS_NF_INVAL);
+		fs_img_set_locked(fs, n, img);
+		n->size = size;
+		n->flags = (uint16_t)((n->flags & ~(FS_NF_SIZE | FS_NF_INVAL)) | keep);
+		n->gen = fs->images.gen;
 	}
 	if (!odir->u.first_child && odir->ino != FS_INO_IMAGES)
 		odir->flags |= FS_NF_LOCALDIR;

@@ -137,17 +137,36 @@ START_TEST(test_move_keeps_inode)
 	struct fs_node *n = apply("dir/old.png", NULL, 0, "{\"m\":2}");
 	fuse_ino_t ino = n->ino;
 	n->nlookup = 3;
+	n->nopen = 1; /* a handle opened during the rename holds the pointer */
 	struct fs_node *dst = fs_node_new_locked(&fs, fs.fixed[FS_INO_IMAGES], "dst", FS_K_DIR);
-	struct fs_node *m = fs_node_move_locked(&fs, n, dst, "new.png");
-	ck_assert_ptr_nonnull(m);
-	ck_assert_int_eq(m->ino, ino);
-	ck_assert_uint_eq(m->nlookup, 3);
-	ck_assert_str_eq(m->u.img->meta, "{\"m\":2}");
-	ck_assert_ptr_eq(fs_node_get_locked(&fs, ino), m);
-	ck_assert_ptr_eq(fs_node_child_locked(&fs, dst, "new.png"), m);
-	char *id = fs_node_id_locked(&fs, m);
+	ck_assert_int_eq(fs_node_move_locked(&fs, n, dst, "new.png"), 0);
+	/* the same node: nothing the kernel or a handle refers to is freed */
+	ck_assert_int_eq(n->ino, ino);
+	ck_assert_uint_eq(n->nlookup, 3);
+	ck_assert_str_eq(n->u.img->meta, "{\"m\":2}");
+	ck_assert_ptr_eq(fs_node_get_locked(&fs, ino), n);
+	ck_assert_ptr_eq(fs_node_child_locked(&fs, dst, "new.png"), n);
+	char *id = fs_node_id_locked(&fs, n);
 	ck_assert_str_eq(id, "dst/new.png");
 	free(id);
+	/* longer than the node's inline name, then short again, then long again */
+	const char *longer = "a-name-much-longer-than-the-original-one.png";
+	ck_assert_int_eq(fs_node_move_locked(&fs, n, dst, longer), 0);
+	ck_assert_str_eq(n->name, longer);
+	ck_assert_ptr_null(fs_node_child_locked(&fs, dst, "new.png"));
+	ck_assert_ptr_eq(fs_node_child_locked(&fs, dst, longer), n);
+	ck_assert_int_eq(fs_node_move_locked(&fs, n, fs.fixed[FS_INO_IMAGES], "s.png"), 0);
+	ck_assert_ptr_eq(fs_node_child_locked(&fs, fs.fixed[FS_INO_IMAGES], "s.png"), n);
+	ck_assert_ptr_null(fs_node_child_locked(&fs, dst, longer));
+	ck_assert_int_eq(fs_node_move_locked(&fs, n, dst, longer), 0);
+	ck_assert_ptr_eq(fs_node_child_locked(&fs, dst, longer), n);
+	/* unlinked while open and known: kept; freed (with its name) only after both go */
+	fs_node_unlink_locked(&fs, n);
+	ck_assert_ptr_eq(fs_node_get_locked(&fs, ino), n);
+	fs_node_release_open_locked(&fs, n);
+	ck_assert_ptr_eq(fs_node_get_locked(&fs, ino), n);
+	fs_node_forget_locked(&fs, n, 3);
+	ck_assert_ptr_null(fs_node_get_locked(&fs, ino));
 }
 END_TEST
 
