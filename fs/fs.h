@@ -47,6 +47,10 @@
  * with the same error this long, so a tool that asks twice in a row (cp: openat, then stat)
  * or many waiters of one failed listing do not each wait out the network bound again. */
 #define FS_FAIL_HOLD_MS 3000
+/* One images listing brings at most max(allowed, current) * 1.1 + FS_LIST_MARGIN images
+ * (account stats), never more than FS_LIST_CEILING (~1.3 GB of table): see fs_list.c. */
+#define FS_LIST_MARGIN 10000
+#define FS_LIST_CEILING 10000000
 /* Hidden attribute of the mount root: counts of FUSE operations served (for tests). */
 #define FS_XATTR_OPS "user.imagesfs.ops"
 
@@ -186,8 +190,8 @@ struct fs_ctx {
 	char **var_names; /* variant names of the account-wide URL pattern */
 	size_t n_var_names;
 	uint32_t var_gen;  /* images.gen when the pattern was learned */
-	int64_t statfs_ms; /* monotonic ms of the cached stats */
-	struct api_stats statfs_cache;
+	int64_t statfs_ms; /* monotonic ms of the cached stats, 0 = none fresh */
+	struct api_stats statfs_cache; /* last stats: statfs, or the mount-time account check */
 	uint32_t skipped_ids; /* listed ids that cannot be shown as paths */
 
 	/* Kernel dentry invalidations, sent by their own thread (never from a request

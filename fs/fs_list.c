@@ -7,6 +7,12 @@
  * removed, as are sub-directories left empty (unless made or emptied here). Only one
  * listing runs at a time: other threads that need one wait for it (fs->list_cond).
  *
+ * Bound. One listing brings at most list_cap_locked() images (the account's allowance plus
+ * a margin, from the stats the mount already asked for): a server whose pages never end
+ * fails the listing with EIO after a bounded number of pages, and a listing stops at the
+ * next page when the session is exiting (unmount, SIGTERM), so neither can hold `ls` or the
+ * unmount forever nor grow the daemon without bound.
+ *
  * Changes made through this mount update the table directly and stamp the current
  * generation, so a listing in flight does not undo them; an image deleted here while a
  * listing is in flight is remembered as a tombstone so a page fetched before the delete
@@ -336,16 +342,85 @@ struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image
 	return n;
 }
 
+/* One listing in flight: the callback's state. */
+struct list_run {
+	struct fs_ctx *fs;
+	uint64_t seen, cap;
+	int stop; /* why the callback stopped it: LIST_STOP_* */
+};
+enum { LIST_STOP_CAP = 1, LIST_STOP_EXIT };
+
+/*
+ * The most images one listing may bring: the account cannot hold more than `allowed`
+ * images (stats from the mount-time account check, refreshed by statfs), plus a margin for
+ * a count that moved since. A server whose listing goes past it (a listing that never ends,
+ * pages of fresh ids) is not an account we can show: the listing stops with EIO instead of
+ * growing the table without bound. The table as a whole is held to the same cap, so failed
+ * listings that each bring new ids cannot add up either.
+ */
+static uint64_t list_cap_locked(const struct fs_ctx *fs)
+{
+	int64_t a = fs->statfs_cache.allowed, c = fs->statfs_cache.current;
+	uint64_t most = (uint64_t)(a > c ? (a > 0 ? a : 0) : (c > 0 ? c : 0));
+	uint64_t cap = most + most / 10 + FS_LIST_MARGIN;
+	return cap < FS_LIST_CEILING ? cap : FS_LIST_CEILING;
+}
+
 static int list_cb(const struct api_image *img, void *arg)
 {
-	struct fs_ctx *fs = arg;
+	struct list_run *run = arg;
+	struct fs_ctx *fs = run->fs;
+	if (fs->se && fuse_session_exited(fs->se)) {
+		run->stop = LIST_STOP_EXIT; /* unmounting: nobody will read the result */
+		return -EIO;
+	}
+	if (++run->seen > run->cap) {
+		run->stop = LIST_STOP_CAP;
+		return -EIO;
+	}
 	if (img->draft)
 		return 0;
 	pthread_mutex_lock(&fs->lock);
-	if (!tomb_has_locked(fs, img->id))
+	int full = fs->n_images >= run->cap;
+	if (!full && !tomb_has_locked(fs, img->id))
 		fs_images_apply_locked(fs, img);
 	pthread_mutex_unlock(&fs->lock);
+	if (full) {
+		run->stop = LIST_STOP_CAP;
+		return -EIO;
+	}
 	return 0;
+}
+
+/* Asks for the account's stats again (one request, only after a listing hit the cap), so a
+ * long-lived mount whose account grew lists it fully on the next try. */
+static void stats_recheck(struct fs_ctx *fs)
+{
+	struct api_stats st;
+	struct api_err err;
+	if (api_stats_get(fs->api, &st, &err) < 0)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	fs->statfs_cache = st;
+	fs->statfs_ms = fs_now_ms();
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The log line of a listing that failed; returns its -errno. */
+static int list_failed(const struct list_run *run, int rc, const struct api_err *err)
+{
+	if (run->stop == LIST_STOP_CAP) {
+		fs_log(FS_LOG_ERR,
+		       "listing of 'images' exceeds %llu images, more than the account's "
+		       "allowance; giving up",
+		       (unsigned long long)run->cap);
+		return -EIO;
+	}
+	if (run->stop == LIST_STOP_EXIT) {
+		fs_log(FS_LOG_INFO, "listing of 'images' stopped: unmounting");
+		return -EIO;
+	}
+	return fs_log_api("list", "images", rc, err);
 }
 
 /* Post-order sweep: drops unseen uploaded images and empty listed directories. */
@@ -385,11 +460,18 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 	fs->images.busy = 1;
 	uint32_t gen = ++fs->images.gen;
 	fs->skipped_ids = 0;
+	struct list_run run = {.fs = fs, .cap = list_cap_locked(fs)};
 	pthread_mutex_unlock(&fs->lock);
 
 	int64_t t0 = fs_now_ms();
 	struct api_list_opts opts = {0};
-	rc = api_images_list(fs->api, &opts, list_cb, fs, &requests, &err);
+	rc = api_images_list(fs->api, &opts, list_cb, &run, &requests, &err);
+	if (run.stop && rc == 0)
+		rc = -EIO;
+	if (rc < 0)
+		rc = list_failed(&run, rc, &err);
+	if (run.stop == LIST_STOP_CAP)
+		stats_recheck(fs); /* the allowance may have grown since the mount */
 
 	pthread_mutex_lock(&fs->lock);
 	if (rc == 0) {
@@ -415,7 +497,7 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 	 * freed heap back so the daemon's RSS reflects the table, not the last listing. */
 	malloc_trim(0);
 	if (rc < 0)
-		return fs_log_api("list", "images", rc, &err);
+		return rc;
 	fs_log(FS_LOG_DEBUG, "listed %llu images in %d requests, %lld ms", (unsigned long long)n,
 	       requests, (long long)(fs_now_ms() - t0));
 	if (skipped)

@@ -500,6 +500,7 @@ static int account_check(struct fs_ctx *fs)
 			fs->cfg.account, fs->cfg.api_url, api_err_str(&err, buf, sizeof(buf)));
 		return -1;
 	}
+	fs->statfs_cache = st; /* bounds the images listing (fs_list.c); statfs_ms stays 0 */
 	return 0;
 }
 
