@@ -225,6 +225,9 @@ struct fs_fh {
 	char *buf;	      /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
 	size_t len, cap;
 	int dirty, is_new;
+	/* FS_FH_BUF only: guards buf, len, cap and dirty. Requests on one handle can run at
+	 * once (pread and write on an O_RDWR fd, close of a dup'd fd while another writes). */
+	pthread_mutex_t buf_lock;
 };
 
 /* ---- fs_log.c ---------------------------------------------------------------- */
@@ -348,6 +351,7 @@ int fs_special_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_f
 int fs_special_create(struct fs_ctx *fs, struct fs_node *dir, const char *name,
 		      struct fuse_entry_param *e, struct fs_fh **out);
 ssize_t fs_special_write(struct fs_fh *fh, const char *buf, size_t size, off_t off);
+void fs_special_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);
 int fs_special_truncate(struct fs_fh *fh, off_t size);
 int fs_special_flush(struct fs_ctx *fs, struct fs_fh *fh);
 void fs_special_release(struct fs_ctx *fs, struct fs_fh *fh);

@@ -30,6 +30,8 @@ void fs_fh_free(struct fs_fh *fh)
 		return;
 	if (fh->fd >= 0)
 		close(fh->fd);
+	if (fh->kind == FS_FH_BUF)
+		pthread_mutex_destroy(&fh->buf_lock);
 	free(fh->buf);
 	free(fh);
 }
@@ -389,15 +391,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs_fh *fh = fh_of(fi);
-	if (fh->kind != FS_FH_BUF) {
-		fs_img_read(req, ctx(req), fh, size, off);
-		return;
-	}
-	if (off < 0 || (size_t)off >= fh->len)
-		fuse_reply_buf(req, NULL, 0);
+	if (fh->kind == FS_FH_BUF)
+		fs_special_read(req, fh, size, off);
 	else
-		fuse_reply_buf(req, fh->buf + off,
-			       fh->len - (size_t)off < size ? fh->len - (size_t)off : size);
+		fs_img_read(req, ctx(req), fh, size, off);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

@@ -186,10 +186,12 @@ static struct fs_fh *buf_fh(struct fs_node *n, const char *content, int writable
 	fh->node = n;
 	fh->fd = -1;
 	fh->writable = writable;
+	pthread_mutex_init(&fh->buf_lock, NULL);
 	if (content) {
 		fh->len = fh->cap = strlen(content);
 		fh->buf = malloc(fh->len + 1);
 		if (!fh->buf) {
+			pthread_mutex_destroy(&fh->buf_lock);
 			free(fh);
 			return NULL;
 		}
@@ -327,10 +329,9 @@ int fs_special_create(struct fs_ctx *fs, struct fs_node *dir, const char *name,
 
 /* ---- write / flush ----------------------------------------------------------------- */
 
-ssize_t fs_special_write(struct fs_fh *fh, const char *buf, size_t size, off_t off)
+/* Called with fh->buf_lock held. */
+static ssize_t buf_write_locked(struct fs_fh *fh, const char *buf, size_t size, off_t off)
 {
-	if (!fh->writable)
-		return -EPERM;
 	if (off < 0 || (uint64_t)off + size > FS_MAX_DOC_BYTES)
 		return -EFBIG;
 	size_t end = (size_t)off + size;
@@ -351,21 +352,46 @@ ssize_t fs_special_write(struct fs_fh *fh, const char *buf, size_t size, off_t o
 	return (ssize_t)size;
 }
 
+ssize_t fs_special_write(struct fs_fh *fh, const char *buf, size_t size, off_t off)
+{
+	if (!fh->writable)
+		return -EPERM;
+	pthread_mutex_lock(&fh->buf_lock);
+	ssize_t rc = buf_write_locked(fh, buf, size, off);
+	pthread_mutex_unlock(&fh->buf_lock);
+	return rc;
+}
+
 int fs_special_truncate(struct fs_fh *fh, off_t size)
 {
+	int rc = 0;
 	if (!fh->writable)
 		return -EPERM;
 	if (size < 0 || size > FS_MAX_DOC_BYTES)
 		return -EFBIG;
+	pthread_mutex_lock(&fh->buf_lock);
 	if ((size_t)size > fh->len) {
 		char zero = 0;
-		return fs_special_write(fh, &zero, 1, size - 1) < 0 ? -ENOMEM : 0;
+		rc = buf_write_locked(fh, &zero, 1, size - 1) < 0 ? -ENOMEM : 0;
+	} else {
+		fh->len = (size_t)size;
+		if (fh->buf)
+			fh->buf[fh->len] = '\0';
+		fh->dirty = 1;
 	}
-	fh->len = (size_t)size;
-	if (fh->buf)
-		fh->buf[fh->len] = '\0';
-	fh->dirty = 1;
-	return 0;
+	pthread_mutex_unlock(&fh->buf_lock);
+	return rc;
+}
+
+void fs_special_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off)
+{
+	pthread_mutex_lock(&fh->buf_lock); /* a write may realloc buf meanwhile */
+	if (off < 0 || (size_t)off >= fh->len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, fh->buf + off,
+			       fh->len - (size_t)off < size ? fh->len - (size_t)off : size);
+	pthread_mutex_unlock(&fh->buf_lock);
 }
 
 static int variant_send(struct fs_ctx *fs, struct fs_node *n, const char *opts, int never,
@@ -395,12 +421,18 @@ int fs_special_flush(struct fs_ctx *fs, struct fs_fh *fh)
 {
 	char *opts = NULL, path[128];
 	int never = -1;
-	if (fh->kind != FS_FH_BUF || !fh->writable || !fh->dirty)
+	if (fh->kind != FS_FH_BUF || !fh->writable)
 		return 0;
+	pthread_mutex_lock(&fh->buf_lock);
+	int dirty = fh->dirty, rc = 0;
 	fh->dirty = 0;
+	if (dirty) /* parsed under the lock: opts is a copy, sent without it */
+		rc = api_variant_doc_parse(fh->buf ? fh->buf : "", fh->len, &opts, &never);
+	pthread_mutex_unlock(&fh->buf_lock);
+	if (!dirty)
+		return 0;
 	struct fs_node *n = fh->node;
 	snprintf(path, sizeof(path), "variants/%s", n->name);
-	int rc = api_variant_doc_parse(fh->buf ? fh->buf : "", fh->len, &opts, &never);
 	if (rc < 0) {
 		fs_log(FS_LOG_ERR,
 		       "cannot write '%s': not a variant document (expected "
