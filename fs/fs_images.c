@@ -238,13 +238,18 @@ static void reply_open_fh(fuse_req_t req, struct fs_ctx *fs, struct fuse_file_in
 static int open_blob(struct fs_ctx *fs, struct fs_node *n, struct fs_fh **out, int *inval,
 		     int *kattr)
 {
-	int fd = -1;
+	int fd = -1, tries = 0;
 	uint64_t size = 0;
 
+again:
 	pthread_mutex_lock(&fs->lock);
 	if (n->u.img && n->u.img->w) {
 		pthread_mutex_unlock(&fs->lock);
-		return fs_img_open_staged(fs, n, out);
+		int rc = fs_img_open_staged(fs, n, out);
+		/* -EAGAIN: the writer's release ran since we looked; read the image instead */
+		if (rc != -EAGAIN || tries++ > 0)
+			return rc;
+		goto again;
 	}
 	int pending = (n->flags & FS_NF_PENDING) != 0;
 	int64_t version = n->uploaded_ms;

@@ -3,6 +3,9 @@
 # freed memory into a daemon exit (86), which umount_fs reports.
 #  - variants/: a writer grows the buffered document (realloc) while another thread preads
 #    the same O_RDWR fd and a third closes dup'd fds (FLUSH parses the buffer).
+#  - images/: plain readers open a file while its writer finishes (the writer's release
+#    and the reader's open race): every read succeeds with the old or the new bytes, never
+#    EAGAIN.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -66,5 +69,56 @@ for r in range(6):
         sys.exit("an invalid document became a variant")
 EOF
 
+log "images/: readers racing a writer's close never get EAGAIN"
+make_png "$E2E_T/a.png" 32 32 1
+make_png "$E2E_T/b.png" 32 32 2
+cp "$E2E_T/a.png" "$M/images/r.png" || fail "cp"
+timeout 180 python3 - "$M/images/r.png" "$E2E_T/a.png" "$E2E_T/b.png" <<'EOF' || fail "readers racing a writer"
+import errno, os, sys, threading, time
+path, pa, pb = sys.argv[1:4]
+a, b = open(pa, "rb").read(), open(pb, "rb").read()
+stop = threading.Event()
+errors = []
+reads = [0]
+def reader():
+    while not stop.is_set():
+        try:
+            with open(path, "rb") as f:
+                got = f.read()
+        except OSError as e:
+            errors.append("open/read: %s" % e)
+            return
+        if got not in (a, b) and got != b"":   # "" = the truncated file while being written
+            errors.append("read %d bytes that are neither version" % len(got))
+            return
+        reads[0] += 1
+ts = [threading.Thread(target=reader) for _ in range(3)]
+for t in ts:
+    t.start()
+try:
+    for i in range(40):
+        data = b if i % 2 == 0 else a
+        for _ in range(500):             # EBUSY while readers hold the staged bytes
+            try:
+                f = open(path, "wb")        # O_TRUNC: replace the image
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+                time.sleep(0.01)
+        else:
+            sys.exit("still busy after 5 s")
+        with f:
+            f.write(data)
+        if errors:
+            break
+finally:
+    stop.set()
+    for t in ts:
+        t.join()
+if errors:
+    sys.exit(errors[0])
+print("reads:", reads[0])
+EOF
 umount_fs "$M"
 echo PASS
