@@ -67,6 +67,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* O_TRUNC reaches open() */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;       /* writes reach us in order, at once */
+	/* Lookups and readdirs of one directory run side by side (the kernel still serializes
+	 * create, unlink and rename there): one lookup waiting on the network must not hold up
+	 * every other name in images/. The table has its own lock. */
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
