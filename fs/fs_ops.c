@@ -281,7 +281,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	else if (kind == FS_K_DIR)
 		rc = fs_img_rmdir(fs, dir, name);
 	else
-		rc = kind == FS_K_VARDIR || kind == FS_K_KEYDIR ? -ENOTDIR : -ENOTDIR;
+		rc = -ENOTDIR; /* a variant, a key, stats, or an image */
 	fuse_reply_err(req, -rc);
 }
 

@@ -323,6 +323,17 @@ static void sweep_drafts_locked(struct emu_store *s, struct emu_image **grave)
 	}
 }
 
+/* A copy of im's id (ids may hold NUL bytes: idlen counts) for persisting after the store's
+ * lock is dropped, when im may already belong to someone else. */
+static char *dup_id(const struct emu_image *im)
+{
+	char *id = malloc(im->idlen + 1);
+
+	if (id)
+		memcpy(id, im->id, im->idlen + 1);
+	return id;
+}
+
 int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu_vnames *vn,
 		     struct emu_buf *out)
 {
@@ -332,12 +343,8 @@ int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu
 	int64_t ms = 0;
 	int rc = 0;
 
-	if (s->persist) {
-		id = malloc(idlen + 1);
-		if (!id)
-			return -ENOMEM;
-		memcpy(id, im->id, idlen + 1);
-	}
+	if (s->persist && !(id = dup_id(im)))
+		return -ENOMEM;
 	pthread_rwlock_wrlock(&s->lock);
 	if (find_live_locked(s, im->id, im->idlen, &grave))
 		rc = -EEXIST;
@@ -391,12 +398,8 @@ int emu_store_insert_draft(struct emu_store *s, struct emu_image *im)
 	int64_t ms = 0;
 	int rc = 0;
 
-	if (s->persist) {
-		id = malloc(idlen + 1);
-		if (!id)
-			return -ENOMEM;
-		memcpy(id, im->id, idlen + 1);
-	}
+	if (s->persist && !(id = dup_id(im)))
+		return -ENOMEM;
 	pthread_rwlock_wrlock(&s->lock);
 	if (s->ndrafts >= EMU_MAX_DRAFTS)
 		sweep_drafts_locked(s, &grave);
