@@ -1,0 +1,33 @@
+/*
+ * cli.h - the `imagesfs` command: small verbs that talk to a running mount only through the
+ * files of its control directory MOUNT/.imagesfs/ (never through the API, never with
+ * credentials).
+ *
+ * Each verb is one cli_cmd_* function in its own file, listed in the table in imagesfs.c.
+ * A verb returns the process exit status: 0 on success, 1 on a failure it reported, 2 on a
+ * usage error.
+ */
+#ifndef IMAGESFS_CLI_H
+#define IMAGESFS_CLI_H
+
+#include <stddef.h>
+
+#define CLI_CTL_DIR ".imagesfs"
+
+/* Checks that `mount` is the root of an imagesfs mount (fstype fuse.imagesfs in
+ * /proc/self/mountinfo) and writes "<mount>/.imagesfs/<name>" to buf. Returns 0, or prints
+ * one line to stderr ("imagesfs: '<mount>' is not an imagesfs mount") and returns -1. */
+int cli_ctl_path(const char *mount, const char *name, char *buf, size_t len);
+
+/* Reads the control file `name` of `mount` whole into a NUL-terminated malloc'd buffer
+ * (*out, caller frees; *len without the NUL). Returns 0, or prints one line naming the file
+ * and the error and returns -1 (*out untouched). The read may block while the mount works
+ * (a control file may answer only when what it reports is finished). */
+int cli_ctl_read(const char *mount, const char *name, char **out, size_t *len);
+
+/* Writes `data` to the control file `name` of `mount` in one write and closes it; the
+ * mount's answer is the write's (or close's) error. Returns 0, or prints one line and
+ * returns -1. */
+int cli_ctl_write(const char *mount, const char *name, const char *data);
+
+#endif
