@@ -74,8 +74,11 @@ emu_start() {
 }
 
 # mount_fs MOUNTPOINT [-o-options]: mounts in the foreground (background job), waits.
+# Without batch= in the options the mount gets batch=$E2E_BATCH (default off: the request
+# counts of most tests are for the global API; t_fs_batch*.sh test the batch path).
 mount_fs() {
 	local mnt=$1 opts=${2:-}
+	[[ ,$opts, == *,batch=* ]] || opts="batch=${E2E_BATCH:-off}${opts:+,$opts}"
 	mkdir -p "$mnt"
 	local log
 	log="$E2E_T/fs-$(basename "$mnt").log"
@@ -118,10 +121,21 @@ umount_fs() {
 
 # Admin endpoint helpers.
 emu_stats_reset() { curl -fsS -X POST "$EMU_ADMIN/stats/reset" >/dev/null || fail "stats reset"; }
-# emu_op NAME: count of one API operation (e.g. images.blob) since the last reset.
+# emu_op NAME: count of one API operation (e.g. images.blob) since the last reset, on the
+# global API and the batch host together (batch.NAME); emu_op_global / emu_op_batch: one host.
 emu_op() {
+	curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys
+d = json.load(sys.stdin); n = sys.argv[1]; b = d.get("batch_ops", {})
+print(b.get(n, 0) if n.startswith("batch.") else d["ops"].get(n, 0) + b.get("batch." + n, 0))' "$1"
+}
+emu_op_global() {
 	curl -fsS "$EMU_ADMIN/stats" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"].get(sys.argv[1], 0))' "$1"
+}
+emu_op_batch() { emu_op "batch.$1"; }
+# emu_stat FIELD: a top-level number of /__emulator/stats (total, batch_total, sent_429, ...).
+emu_stat() {
+	curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 emu_total() {
 	curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])'
