@@ -202,3 +202,44 @@ make_gif() {
 	python3 -c 'import base64,sys; open(sys.argv[1],"wb").write(base64.b64decode(
 	    "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="))' "$1"
 }
+
+# make_pngs DIR COUNT [PREFIX]: COUNT small distinct PNGs (DIR/PREFIXn.png) in one python run.
+make_pngs() {
+	python3 - "$1" "$2" "${3:-p}" <<'EOF2'
+import os, struct, sys, zlib
+d, n, pre = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def chunk(t, b):
+    return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xffffffff)
+os.makedirs(d, exist_ok=True)
+for i in range(n):
+    raw = b"".join(b"\x00" + bytes(((x * 7 + y * 13 + i * 31 + (i >> 8)) & 255) for x in range(12))
+                   for y in range(4))
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+            + chunk(b"tEXt", b"n\x00%d" % i) + chunk(b"IDAT", zlib.compress(raw, 0))
+            + chunk(b"IEND", b""))
+    open(os.path.join(d, "%s%d.png" % (pre, i)), "wb").write(data)
+EOF2
+}
+
+# emu_verify_blobs DIR [ID-PREFIX]: every DIR/NAME is stored as image ID-PREFIX+NAME with the
+# same bytes, read from the emulator's global API (one keep-alive connection, no mount).
+emu_verify_blobs() {
+	python3 - "$1" "${2:-}" "$EMU_URL/accounts/$ACCOUNT/images" "$IMAGESFS_EMULATOR_TOKEN" <<'EOF2' ||
+import http.client, os, sys, urllib.parse
+d, pre, base, tok = sys.argv[1:5]
+u = urllib.parse.urlsplit(base)
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+bad = []
+for name in sorted(os.listdir(d)):
+    c.request("GET", u.path + "/v1/" + urllib.parse.quote(pre + name, safe="") + "/blob",
+              headers={"Authorization": "Bearer " + tok})
+    r = c.getresponse()
+    body = r.read()
+    if r.status != 200 or body != open(os.path.join(d, name), "rb").read():
+        bad.append("%s: HTTP %d, %d bytes" % (name, r.status, len(body)))
+if bad:
+    print("%d images differ, e.g. %s" % (len(bad), bad[:3]))
+    sys.exit(1)
+EOF2
+		fail "stored images differ from $1"
+}

@@ -536,6 +536,7 @@ struct emu_batch {
 	long rate;				      /* 0 = unlimited; set before start */
 	bool refuse; /* batch_token answers 403 (--refuse-batch-tokens) */
 	atomic_ulong ops[EMU_OP_COUNT];
+	atomic_ulong refused; /* batch requests refused 401 (unknown or expired token) */
 };
 
 int emu_batch_init(struct emu_batch *b);
@@ -546,6 +547,8 @@ bool emu_batch_check(struct emu *e, struct emu_req *rq);
 bool emu_batch_op_covered(const struct emu_req *rq);
 /* Live (unexpired) tokens. */
 size_t emu_batch_live(struct emu_batch *b);
+/* Test hook: every live token expires now; returns how many were live. */
+size_t emu_batch_expire_all(struct emu_batch *b);
 
 /* ---- the server ---- */
 struct emu_authkey {

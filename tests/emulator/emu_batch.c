@@ -137,6 +137,7 @@ bool emu_batch_check(struct emu *e, struct emu_req *rq)
 	case EMU_BATCH_OK:
 		return false;
 	case EMU_BATCH_EXPIRED:
+		atomic_fetch_add_explicit(&e->batch.refused, 1, memory_order_relaxed);
 		emu_reply_error(rq, 401, 10000, "Authentication error: batch token expired");
 		return true;
 	case EMU_BATCH_LIMITED:
@@ -146,6 +147,7 @@ bool emu_batch_check(struct emu *e, struct emu_req *rq)
 		return true;
 	case EMU_BATCH_UNKNOWN:
 	default:
+		atomic_fetch_add_explicit(&e->batch.refused, 1, memory_order_relaxed);
 		emu_reply_error(rq, 401, 10000, "Authentication error");
 		return true;
 	}
@@ -177,6 +179,22 @@ size_t emu_batch_live(struct emu_batch *b)
 	for (i = 0; i < EMU_BATCH_MAX_TOKENS; i++) {
 		if (b->toks[i].value[0] && b->toks[i].expires_mono > now)
 			n++;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return n;
+}
+
+size_t emu_batch_expire_all(struct emu_batch *b)
+{
+	int64_t now = mono_ms();
+	size_t i, n = 0;
+
+	pthread_mutex_lock(&b->lock);
+	for (i = 0; i < EMU_BATCH_MAX_TOKENS; i++) {
+		if (b->toks[i].value[0] && b->toks[i].expires_mono > now) {
+			b->toks[i].expires_mono = now;
+			n++;
+		}
 	}
 	pthread_mutex_unlock(&b->lock);
 	return n;
