@@ -47,6 +47,9 @@
  * with the same error this long, so a tool that asks twice in a row (cp: openat, then stat)
  * or many waiters of one failed listing do not each wait out the network bound again. */
 #define FS_FAIL_HOLD_MS 3000
+/* A name missing from a stale listing is looked up by listing again (one request brings
+ * 10,000 names, fs_img_lookup) while the table is below this; above it, by one GET. */
+#define FS_LOOKUP_RELIST_MAX 10000
 /* One images listing brings at most max(allowed, current) * 1.1 + FS_LIST_MARGIN images
  * (account stats), never more than FS_LIST_CEILING (~1.3 GB of table): see fs_list.c. */
 #define FS_LIST_MARGIN 10000

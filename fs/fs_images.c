@@ -153,8 +153,10 @@ void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 	int never = fs->images.fresh_ms == 0;
 	int stale = fs_listing_stale_locked(fs, &fs->images);
 	char *dir_id = stale && !never ? fs_node_id_locked(fs, dir) : NULL;
+	int relist = fs->n_images < FS_LOOKUP_RELIST_MAX;
 	pthread_mutex_unlock(&fs->lock);
 	if (!stale || !fs_name_valid(name)) {
+		free(dir_id);
 		reply_negative(req);
 		return;
 	}
@@ -165,6 +167,17 @@ void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 			return;
 		}
 		if (!lookup_table(req, fs, dir, name))
+			reply_negative(req);
+		return;
+	}
+	/* New names (a copy creating files, rsync's temp names) would each cost a GET once the
+	 * listing is dir_ttl old; one listing answers them all for the next dir_ttl. */
+	if (relist) {
+		free(dir_id);
+		int rc = fs_images_refresh(fs, 0);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else if (!lookup_table(req, fs, dir, name))
 			reply_negative(req);
 		return;
 	}
