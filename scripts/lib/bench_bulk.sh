@@ -1,5 +1,6 @@
 # shellcheck shell=bash
 # scripts/lib/bench_bulk.sh - section 7 of scripts/bench (sourced; uses its helpers): bulk
+# shellcheck disable=SC2154,SC2034 # variables and helpers of scripts/bench, which sources this
 # copies under Cloudflare's real limits, the emulator enforcing the global budget
 # (--rate-limit 1200/300) and the batch host's 200 requests/s per token, --latency-ms as the
 # rest of the bench, the mount with its default options (batch=on, batch_tokens=2,
