@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """man_check.py - compare what --help lists with what a man page documents.
 
-  man_check.py options HELP_TEXT_FILE MAN_PAGE OPTION_TABLE_SOURCE
+  man_check.py options HELP_TEXT_FILE MAN_PAGE SOURCE...
   man_check.py verbs   HELP_TEXT_FILE MAN_PAGE
 
 options: the options of `mount.imagesfs --help` (the lines under "Options:"), the .TP
-entries of the man page's OPTIONS section, and the option table of fs/main.c
-(fs_opt_table, minus the keys that only discard, refuse or print) must be one set.
+entries of the man page's OPTIONS section, and the option table fs_opt_table (in
+whichever SOURCE defines it, minus the keys that only discard, refuse or print) must be one set.
 verbs: the verbs of `imagesfs --help` (the lines under "verbs:") and the .TP entries of
 the man page's COMMANDS section must be one set.
 
@@ -126,19 +126,24 @@ def man_verbs(path):
     return {t.split()[0] for t in man_tags(path, "COMMANDS") if t.split()}
 
 
-def table_options(path):
-    src = open(path, encoding="utf-8").read()
-    m = re.search(r"fs_opt_table\[\]\s*=\s*\{(.*?)FUSE_OPT_END", src, re.S)
-    if not m:
-        sys.exit(f"man_check: no fs_opt_table in {path}")
+def table_options(paths):
+    """Options of the fuse_opt table fs_opt_table, wherever among paths it is defined."""
+    for path in paths:
+        src = open(path, encoding="utf-8").read()
+        m = re.search(r"fs_opt_table\[\]\s*=\s*\{(.*?)FUSE_OPT_END", src, re.S)
+        if m:
+            break
+    else:
+        sys.exit(f"man_check: no fs_opt_table in {' '.join(paths)}")
     body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
     found = set()
-    for entry in re.finditer(r'(?:OPT|FUSE_OPT_KEY)\s*\(\s*"([^"]+)"\s*,\s*(\w+)|\{\s*"([^"]+)"', body):
-        templ, key = entry.group(1) or entry.group(3), entry.group(2)
+    # OPT("name=%s", field), FUSE_OPT_KEY("name", KEY_X), any MACRO("name", ...) or {"name", ...}
+    entry_re = r'(?:\b[A-Z_]+\s*\(|\{)\s*"([^"]+)"\s*(?:,\s*(\w+))?'
+    for entry in re.finditer(entry_re, body):
+        templ, key = entry.group(1), entry.group(2)
         if key in TABLE_KEYS_SKIPPED:
             continue
-        name = templ.split("=", 1)[0] + ("=" if "=" in templ else "")
-        found.add(name)
+        found.add(templ.split("=", 1)[0] + ("=" if "=" in templ else ""))
     return found - NOT_COMPARED
 
 
@@ -162,11 +167,11 @@ def main():
     mode, help_file, man = sys.argv[1], sys.argv[2], sys.argv[3]
     text = open(help_file, encoding="utf-8").read()
     if mode == "options":
-        if len(sys.argv) != 5:
+        if len(sys.argv) < 5:
             sys.exit(__doc__)
         sides = [("mount.imagesfs --help", help_options(text)),
                  (f"{man} (OPTIONS)", man_options(man)),
-                 (f"the option table of {sys.argv[4]}", table_options(sys.argv[4]))]
+                 ("the option table fs_opt_table", table_options(sys.argv[4:]))]
         what = "option"
     else:
         sides = [("imagesfs --help", help_verbs(text)), (f"{man} (COMMANDS)", man_verbs(man))]
