@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """man_check.py - compare what --help lists with what a man page documents.
 
-  man_check.py options HELP_TEXT_FILE MAN_PAGE SOURCE...
+  man_check.py options HELP_TEXT_FILE MAN_PAGE README SOURCE...
   man_check.py verbs   HELP_TEXT_FILE MAN_PAGE
 
 options: the options of `mount.imagesfs --help` (the lines under "Options:"), the .TP
-entries of the man page's OPTIONS section, and the option table fs_opt_table (in
-whichever SOURCE defines it, minus the keys that only discard, refuse or print) must be one set.
+entries of the man page's OPTIONS section, the rows of README's option table, and the
+option table fs_opt_table (in whichever SOURCE defines it, minus the keys that only
+discard, refuse or print) must be one set.
 verbs: the verbs of `imagesfs --help` (the lines under "verbs:") and the .TP entries of
 the man page's COMMANDS section must be one set.
 
@@ -147,6 +148,26 @@ def table_options(paths):
     return found - NOT_COMPARED
 
 
+def readme_options(path):
+    """Options of README's option tables (header row '| option | ...'): the backticked
+    names of each row's first column, leaving out parenthesised remarks."""
+    found, inside = set(), False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not line.startswith("|"):
+                inside = False
+            elif cells[0] == "option":
+                inside = True
+            elif inside and not re.fullmatch(r"-+", cells[0].replace(":", "")):
+                first = re.sub(r"\([^)]*\)", "", cells[0])
+                for tok in re.findall(r"`([^`]+)`", first):
+                    key = option_key(tok)
+                    if key:
+                        found.add(key)
+    return found - NOT_COMPARED
+
+
 def compare(what, sides):
     """sides: list of (label, set). Prints one line per item some side lacks."""
     problems = 0
@@ -167,11 +188,12 @@ def main():
     mode, help_file, man = sys.argv[1], sys.argv[2], sys.argv[3]
     text = open(help_file, encoding="utf-8").read()
     if mode == "options":
-        if len(sys.argv) < 5:
+        if len(sys.argv) < 6:
             sys.exit(__doc__)
         sides = [("mount.imagesfs --help", help_options(text)),
                  (f"{man} (OPTIONS)", man_options(man)),
-                 ("the option table fs_opt_table", table_options(sys.argv[4:]))]
+                 (f"the option table of {sys.argv[4]}", readme_options(sys.argv[4])),
+                 ("the option table fs_opt_table", table_options(sys.argv[5:]))]
         what = "option"
     else:
         sides = [("imagesfs --help", help_verbs(text)), (f"{man} (COMMANDS)", man_verbs(man))]

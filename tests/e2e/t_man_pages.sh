@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The man pages: mount.imagesfs(8) documents exactly the options `mount.imagesfs --help`
-# lists (and fs/main.c's option table holds), imagesfs(1) exactly the verbs of
+# lists (and README's option table and fs/main.c's option table hold), imagesfs(1) exactly the verbs of
 # `imagesfs --help`; both render with man(1) and groff without a warning, carry the
 # program's version, and `cmake --install` puts them in share/man/man8 and man1.
 # A mismatch names the option or verb and the side that lacks it (tests/e2e/man_check.py).
@@ -20,9 +20,10 @@ MAN1=$IMAGESFS_SRC/man/imagesfs.1
 CHECK=$IMAGESFS_SRC/tests/e2e/man_check.py
 status=0
 
-echo "--- options: --help vs mount.imagesfs(8) vs the option table in fs/"
+echo "--- options: --help vs mount.imagesfs(8) vs README vs the option table in fs/"
 "$IMAGESFS_BIN/mount.imagesfs" --help >"$T/help8" || fail "mount.imagesfs --help exited non-zero"
-python3 "$CHECK" options "$T/help8" "$MAN8" "$IMAGESFS_SRC"/fs/*.c || status=1
+python3 "$CHECK" options "$T/help8" "$MAN8" "$IMAGESFS_SRC/README.md" "$IMAGESFS_SRC"/fs/*.c ||
+	status=1
 
 echo "--- verbs: imagesfs --help vs imagesfs(1)"
 "$IMAGESFS_BIN/imagesfs" --help >"$T/help1" || fail "imagesfs --help exited non-zero"
