@@ -66,7 +66,8 @@ log "contents and Depends"
 dpkg-deb -c "$DEB" | awk '{print $6}' | sed 's|^\./|/|' >"$E2E_T/files"
 for f in /sbin/mount.imagesfs /usr/bin/imagesfs /usr/share/man/man8/mount.imagesfs.8.gz \
 	/usr/share/man/man1/imagesfs.1.gz /usr/share/doc/imagesfs/copyright \
-	/usr/share/doc/imagesfs/changelog.gz /usr/share/doc/imagesfs/README.md.gz; do
+	/usr/share/doc/imagesfs/changelog.gz /usr/share/doc/imagesfs/README.md.gz \
+	/usr/share/doc/imagesfs/SEMANTICS.md.gz; do
 	grep -qx "$f" "$E2E_T/files" || fail "$f is not in the package"
 done
 grep -q emulator "$E2E_T/files" && fail "the emulator is in the package"
