@@ -4,7 +4,8 @@
   man_check.py options HELP_TEXT_FILE MAN_PAGE README SOURCE...
   man_check.py verbs   HELP_TEXT_FILE MAN_PAGE
 
-options: the options of `mount.imagesfs --help` (the lines under "Options:"), the .TP
+options: the options of `mount.imagesfs --help` (the lines under "Options:", or any
+header ending in "options:"), the .TP
 entries of the man page's OPTIONS section, the rows of README's option table, and the
 option table fs_opt_table (in whichever SOURCE defines it, minus the keys that only
 discard, refuse or print) must be one set.
@@ -39,25 +40,25 @@ def option_key(piece):
 
 
 def help_section(text, header):
-    """Entry lines under a header line ending in ':' ('Options:', 'verbs:'): the lines
-    indented by exactly two spaces, until a line that is not indented."""
-    lines, inside = [], False
+    """Entry lines under the header lines that end in `header` ('options:' matches
+    'Options:' and 'Batch options:'): the lines indented by exactly two spaces, up to the
+    next line that is not indented."""
+    lines, inside, seen = [], False, False
     for line in text.splitlines():
-        if not inside:
-            inside = line.strip().lower() == header.lower()
-            continue
         if line and not line.startswith(" "):
-            break
-        if line.startswith("  ") and not line.startswith("   "):
+            inside = line.strip().lower().endswith(header.lower())
+            seen = seen or inside
+            continue
+        if inside and line.startswith("  ") and not line.startswith("   "):
             lines.append(line[2:])
-    if not inside:
+    if not seen:
         sys.exit(f"man_check: no '{header}' section in the --help output")
     return lines
 
 
 def help_options(text):
     found = set()
-    for entry in help_section(text, "Options:"):
+    for entry in help_section(text, "options:"):
         # "dir_ttl=SECONDS    how long ..." or "ro, allow_other, uid=N, and FUSE options"
         head = re.split(r"\s{2,}", entry.strip(), maxsplit=1)[0]
         for piece in head.split(","):
