@@ -515,7 +515,8 @@ static int parse_batch_token(struct json_object *result, char *token, size_t tle
 	struct timespec ts;
 	if (!json_object_is_type(result, json_type_object) ||
 	    !json_object_object_get_ex(result, "token", &t) ||
-	    !json_object_is_type(t, json_type_string) || !json_object_object_get_ex(result, "expiresAt", &x) ||
+	    !json_object_is_type(t, json_type_string) ||
+	    !json_object_object_get_ex(result, "expiresAt", &x) ||
 	    !json_object_is_type(x, json_type_string) ||
 	    api_parse_rfc3339(json_object_get_string(x), &exp_ms) != 0)
 		return -EINVAL;
@@ -547,7 +548,8 @@ static void batch_fetch(struct api_client *c)
 		api_req_init(&r, "GET", url, API_IDEMPOTENT);
 		rc = api_http_json(c, &r, &root, &result, &err);
 		if (!rc && parse_batch_token(result, token, sizeof(token), &lifetime_ms) != 0)
-			snprintf(err.message, sizeof(err.message), "batch_token answer has no token");
+			snprintf(err.message, sizeof(err.message),
+				 "batch_token answer has no token");
 		else if (!rc)
 			kind = API_BATCH_FETCH_OK;
 		if (kind != API_BATCH_FETCH_OK)

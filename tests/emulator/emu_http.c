@@ -334,8 +334,8 @@ static bool seg_is(const char *raw, size_t len, const char *want)
 }
 
 /* Decodes the segments after images/vN (raw[first..]) and routes them. */
-static void route_segments(struct emu_req *rq, const char **raw, const size_t *rawlen,
-			   size_t first, size_t nraw)
+static void route_segments(struct emu_req *rq, const char **raw, const size_t *rawlen, size_t first,
+			   size_t nraw)
 {
 	size_t i;
 
@@ -560,8 +560,9 @@ static void process_api(struct emu *e, struct emu_req *rq)
 		reply_no_route(rq);
 		return;
 	}
-	if (rq->is_batch ? emu_batch_check(e, rq)
-			 : !rq->is_upload && !emu_faults_rate_charge(&e->faults, &rq->reply, &retry)) {
+	if (rq->is_batch
+		? emu_batch_check(e, rq)
+		: !rq->is_upload && !emu_faults_rate_charge(&e->faults, &rq->reply, &retry)) {
 		if (rq->is_batch)
 			return;
 		char ra[24];
