@@ -99,6 +99,9 @@ mount_fs() {
 # umount_fs MOUNTPOINT: unmounts and checks that the daemon exited 0 (no leaks, no crash).
 umount_fs() {
 	local mnt=$1 pid=${FS_PID[$1]} i rc
+	if [[ ${E2E_BATCH:-off} == on && -n $EMU_PID ]]; then # the batch path was really taken
+		(($(emu_stat batch_tokens_live) >= 1)) || fail "E2E_BATCH=on but no batch token was used"
+	fi
 	fusermount3 -u "$mnt" 2>/dev/null
 	for ((i = 0; i < 100; i++)); do
 		mountpoint -q "$mnt" || break
