@@ -112,7 +112,7 @@ enum api_batch_act api_batch_acquire(struct api_batch *b, int64_t now_ns, struct
 	pthread_mutex_lock(&b->lock);
 	size_t usable = sweep_locked(b, now_ns);
 	int can_fetch = !b->fetching && now_ns >= b->refetch_ns;
-	if (b->state != API_BATCH_ON) {
+	if (b->state != API_BATCH_ON || now_ns < b->down_until_ns) {
 		act = API_BATCH_GLOBAL;
 	} else if (usable < b->want && can_fetch) {
 		b->fetching = 1;
@@ -215,17 +215,31 @@ int api_batch_fetch_done(struct api_batch *b, int64_t now_ns, enum api_batch_fet
 	return rc ? rc : became_fallback;
 }
 
-void api_batch_done(struct api_batch *b, struct api_bpick *p, int refused)
+int api_batch_done(struct api_batch *b, struct api_bpick *p, int refused)
 {
+	int gave_up = 0;
 	if (p->slot < 0)
-		return;
+		return 0;
 	pthread_mutex_lock(&b->lock);
 	struct api_btok *t = &b->tok[p->slot];
+	/* A host that refuses every fresh token (a batch_url that is not the batch host) would
+	 * cost token requests on every call: give up after a run of tokens refused before any
+	 * of their requests got through. A token that worked and then expired does not count. */
 	if (t->hdr && t->gen == p->gen) {
 		if (t->inflight > 0)
 			t->inflight--;
+		if (refused && !t->proven)
+			b->refused_run++;
 		if (refused)
 			free_tok(t);
+		else
+			t->proven = 1;
+	}
+	if (!refused)
+		b->refused_run = 0;
+	if (b->refused_run >= API_BATCH_MAX_REFUSED && b->state == API_BATCH_ON) {
+		b->state = API_BATCH_FALLBACK;
+		gave_up = 1;
 	}
 	pthread_mutex_unlock(&b->lock);
 	if (p->hdr) {
@@ -234,6 +248,23 @@ void api_batch_done(struct api_batch *b, struct api_bpick *p, int refused)
 	}
 	p->hdr = NULL;
 	p->slot = -1;
+	return gave_up;
+}
+
+void api_batch_host_down(struct api_batch *b, int64_t now_ns)
+{
+	pthread_mutex_lock(&b->lock);
+	b->down_until_ns = now_ns + (int64_t)API_BATCH_REFETCH_MS * 1000000;
+	pthread_mutex_unlock(&b->lock);
+}
+
+int api_batch_disable(struct api_batch *b)
+{
+	pthread_mutex_lock(&b->lock);
+	int was_on = b->state == API_BATCH_ON;
+	b->state = API_BATCH_FALLBACK;
+	pthread_mutex_unlock(&b->lock);
+	return was_on;
 }
 
 int64_t api_batch_throttle_ns(struct api_batch *b, const struct api_bpick *p, int64_t now_ns)

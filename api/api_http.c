@@ -567,12 +567,30 @@ static void batch_fetch(struct api_client *c)
 	}
 }
 
-/* 1 if a failed batch call may go to the global API: the token was refused (401/403, the
- * request was not acted on) or the batch host could not be reached at all. */
-static int batch_refused(const struct api_req *r, const struct api_err *err)
+/* After a failed call on the batch host: 1 if it may be repeated (401/403: the token was
+ * refused before anything was done), -1 if it must go to the global API (the host was not
+ * reached, or does not know the route: 404/7003, a batch_url that is no batch host), 0 if
+ * the failure is the call's own. */
+static int batch_refused(struct api_client *c, const struct api_req *r, const struct api_err *err)
 {
-	return r->status == 401 || r->status == 403 ||
-	       (!r->outcome_unknown && api_retry_not_sent(err->curl_code));
+	char buf[320], line[400];
+	if (r->status == 401 || r->status == 403)
+		return 1;
+	if (!r->outcome_unknown && api_retry_not_sent(err->curl_code)) {
+		api_batch_host_down(&c->batch, api_now_ns());
+		return -1;
+	}
+	if (r->status == 404 && err->cf_code == 7003) {
+		if (api_batch_disable(&c->batch) && c->log_fn) {
+			snprintf(
+			    line, sizeof(line),
+			    "batch host does not serve the batch API (%s): using the global API",
+			    api_err_str(err, buf, sizeof(buf)));
+			c->log_fn(c->log_arg, line);
+		}
+		return -1;
+	}
+	return 0;
 }
 
 /* A covered call: on the batch host with a pooled token; a refused token is dropped and the
@@ -607,8 +625,11 @@ static int http_do_batch(struct api_client *c, struct api_req *r, const char *su
 		r->auth = p.hdr;
 		r->pick = &p;
 		rc = http_do_route(c, r, err);
-		int refused = rc != 0 && batch_refused(r, err);
-		api_batch_done(&c->batch, &p, r->status == 401 || r->status == 403);
+		int refused = rc != 0 ? batch_refused(c, r, err) : 0;
+		if (api_batch_done(&c->batch, &p, refused == 1) && c->log_fn)
+			c->log_fn(c->log_arg,
+				  "batch host refuses every batch token (HTTP 401/403): "
+				  "using the global API");
 		r->url = global_url;
 		r->auth = NULL;
 		r->pick = NULL;
@@ -617,6 +638,8 @@ static int http_do_batch(struct api_client *c, struct api_req *r, const char *su
 			r->attempts = 0;
 			rc = 1;
 		}
+		if (refused < 0)
+			break;
 	}
 	api_buf_release(&u);
 	r->attempts += prior;

@@ -213,6 +213,7 @@ int64_t api_bucket_take(struct api_bucket *b, int64_t now_ns);
 #define API_BATCH_REFETCH_MS 30000 /* pause after a transient token fetch failure */
 #define API_BATCH_WAIT_MS 15000	   /* longest wait for another thread's token fetch */
 #define API_BATCH_ROUNDS 4	   /* token switches per call before the global API */
+#define API_BATCH_MAX_REFUSED 3	   /* fresh tokens refused in a row: give up */
 
 struct api_btok {
 	char *hdr;	    /* "Authorization: Bearer <token>"; secret; NULL = free slot */
@@ -220,6 +221,7 @@ struct api_btok {
 	int64_t renew_ns;   /* monotonic: not handed out from here on */
 	uint64_t gen;	    /* tells a reused slot from the token a request picked */
 	int inflight;
+	int proven; /* a request with it was not refused */
 	struct api_bucket bucket;
 };
 
@@ -233,6 +235,8 @@ struct api_batch {
 	int state;				   /* guarded by lock */
 	int fetching;				   /* guarded by lock */
 	int64_t refetch_ns;			   /* guarded by lock */
+	int64_t down_until_ns;			   /* guarded by lock: host unreachable */
+	int refused_run;			   /* guarded by lock */
 	uint64_t next_gen;			   /* guarded by lock */
 	uint64_t fetched;			   /* guarded by lock */
 	struct api_btok tok[API_BATCH_MAX_TOKENS]; /* guarded by lock */
@@ -268,8 +272,14 @@ void api_batch_wait(struct api_batch *b, long max_ms);
  * when this call switched the pool to FALLBACK (log it once), 0, or -ENOMEM. */
 int api_batch_fetch_done(struct api_batch *b, int64_t now_ns, enum api_batch_fetch result,
 			 const char *token, int64_t lifetime_ms);
-/* Ends a request made with p; refused = the server rejected the token (it is dropped). */
-void api_batch_done(struct api_batch *b, struct api_bpick *p, int refused);
+/* Ends a request made with p; refused = the server rejected the token (it is dropped).
+ * Returns 1 when API_BATCH_MAX_REFUSED tokens in a row were refused before any request
+ * with them got through, and the pool gave up (log it). */
+int api_batch_done(struct api_batch *b, struct api_bpick *p, int refused);
+/* The batch host could not be reached: use the global API for API_BATCH_REFETCH_MS. */
+void api_batch_host_down(struct api_batch *b, int64_t now_ns);
+/* Gives the batch API up for good (FALLBACK); 1 when this call did it (log it once). */
+int api_batch_disable(struct api_batch *b);
 /* Takes one request from p's token bucket: how long to wait before sending (ns). */
 int64_t api_batch_throttle_ns(struct api_batch *b, const struct api_bpick *p, int64_t now_ns);
 void api_batch_snapshot_of(struct api_batch *b, int64_t now_ns, struct api_batch_snapshot *out);

@@ -192,6 +192,33 @@ START_TEST(test_per_token_limiter)
 }
 END_TEST
 
+START_TEST(test_host_down_and_refusal_run)
+{
+	struct api_bpick p;
+	fetch_ok(0, "t1", 100000);
+	fetch_ok(0, "t2", 100000);
+	api_batch_host_down(&b, 0);
+	ck_assert_int_eq(acq(1 * SEC, &p), API_BATCH_GLOBAL); /* unreachable: global for now */
+	ck_assert_int_eq(acq((int64_t)API_BATCH_REFETCH_MS * MS, &p), API_BATCH_USE);
+	ck_assert_int_eq(api_batch_done(&b, &p, 0), 0);
+	/* every fresh token refused: after API_BATCH_MAX_REFUSED in a row, give up once */
+	int64_t now = (int64_t)API_BATCH_REFETCH_MS * MS;
+	int gave_up = 0, i;
+	for (i = 0; i < 3 * API_BATCH_MAX_REFUSED && !gave_up; i++) {
+		enum api_batch_act act = acq(now, &p);
+		if (act == API_BATCH_FETCH) {
+			api_batch_fetch_done(&b, now, API_BATCH_FETCH_OK, "tx", 100000);
+			continue;
+		}
+		ck_assert_int_eq(act, API_BATCH_USE);
+		gave_up = api_batch_done(&b, &p, 1);
+	}
+	ck_assert_int_eq(gave_up, 1);
+	ck_assert_int_eq(acq(now, &p), API_BATCH_GLOBAL);
+	ck_assert_int_eq(api_batch_disable(&b), 0); /* already given up: no second log line */
+}
+END_TEST
+
 static Suite *batch_suite(void)
 {
 	Suite *s = suite_create("api_batch");
@@ -204,6 +231,7 @@ static Suite *batch_suite(void)
 	tcase_add_test(t, test_permanent_failure_falls_back_once);
 	tcase_add_test(t, test_transient_failure_pauses);
 	tcase_add_test(t, test_per_token_limiter);
+	tcase_add_test(t, test_host_down_and_refusal_run);
 	suite_add_tcase(s, t);
 	return s;
 }
