@@ -219,6 +219,15 @@ START_TEST(test_host_down_and_refusal_run)
 }
 END_TEST
 
+/* expiresAt as Cloudflare's docs show it: nanoseconds. */
+START_TEST(test_expires_at_nanoseconds)
+{
+	int64_t ms = 0;
+	ck_assert_int_eq(api_parse_rfc3339("2023-08-09T15:33:56.273411222Z", &ms), 0);
+	ck_assert_int_eq(ms, 1691595236273LL);
+}
+END_TEST
+
 static Suite *batch_suite(void)
 {
 	Suite *s = suite_create("api_batch");
@@ -232,6 +241,7 @@ static Suite *batch_suite(void)
 	tcase_add_test(t, test_transient_failure_pauses);
 	tcase_add_test(t, test_per_token_limiter);
 	tcase_add_test(t, test_host_down_and_refusal_run);
+	tcase_add_test(t, test_expires_at_nanoseconds);
 	suite_add_tcase(s, t);
 	return s;
 }
