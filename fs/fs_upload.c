@@ -421,14 +421,18 @@ int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssiz
 
 /* ---- uploading ---------------------------------------------------------------- */
 
-static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_attrs *a,
-		     const char *filename, const char *path, struct api_image *out)
+/* Uploads the bytes of fd, or with url != NULL the image the API fetches from url, under
+ * id with the attributes a. The one place an upload is built from a node's attributes. */
+static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const char *url,
+		     const struct fs_attrs *a, const char *filename, const char *path,
+		     struct api_image *out)
 {
 	struct api_err err;
 	struct api_upload up = {
 	    .id = id,
-	    .fd = fd,
-	    .filename = filename,
+	    .fd = url ? -1 : fd,
+	    .filename = url ? NULL : filename,
+	    .url = url,
 	    .metadata_json = a->meta,
 	    .creator = a->creator,
 	    .require_signed_urls = a->rsu ? 1 : -1,
@@ -456,7 +460,7 @@ static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, in
 			const struct fs_attrs *old, const char *path)
 {
 	struct api_image img;
-	int rc = upload_fd(fs, id, old_fd, old, old->filename, path, &img);
+	int rc = upload_fd(fs, id, old_fd, NULL, old, old->filename, path, &img);
 	pthread_mutex_lock(&fs->lock);
 	if (rc == 0) {
 		if (n && (n->flags & FS_NF_LINKED))
@@ -475,10 +479,11 @@ static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, in
 	}
 }
 
-/* Delete-then-upload of an uploaded image, restoring it when the upload fails. */
+/* Delete-then-upload of an uploaded image (new bytes from new_fd, or from url), restoring
+ * it when the upload fails. */
 static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, int new_fd,
-			  const struct fs_attrs *old, int64_t old_version, const char *path,
-			  struct api_image *out)
+			  const char *url, const struct fs_attrs *old, int64_t old_version,
+			  const char *path, struct api_image *out)
 {
 	int old_fd;
 	uint64_t old_size;
@@ -492,7 +497,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 		return rc;
 	}
 	struct fs_attrs a = *old;
-	rc = upload_fd(fs, id, new_fd, &a, strrchr(path, '/') + 1, path, out);
+	rc = upload_fd(fs, id, new_fd, url, &a, strrchr(path, '/') + 1, path, out);
 	if (rc < 0 && old_fd >= 0)
 		restore_old(fs, n, id, old_fd, old, path);
 	if (old_fd >= 0)
@@ -500,8 +505,9 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 	return rc;
 }
 
-/* Called with w->lock held. */
-static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
+/* Uploads n: the staged bytes of w, or with url != NULL the image the API fetches from url
+ * (w then only marks n as being written). Called with w->lock held. */
+static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, const char *url)
 {
 	struct fs_attrs a;
 	struct api_image img;
@@ -519,14 +525,14 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 		goto out;
 	}
 	if (pending)
-		rc = upload_fd(fs, id, w->fd, &a, n->name, path, &img);
+		rc = upload_fd(fs, id, w->fd, url, &a, n->name, path, &img);
 	else
-		rc = replace_upload(fs, n, id, w->fd, &a, version, path, &img);
+		rc = replace_upload(fs, n, id, w->fd, url, &a, version, path, &img);
 	if (rc < 0)
 		goto out;
 	if (!pending)
 		cache_remove(fs->cache, id);
-	if (w->path) {
+	if (w->path && !url) {
 		if (cache_adopt(fs->cache, id, img.uploaded_ms, w->path) < 0)
 			fs_log(FS_LOG_DEBUG, "cannot keep '%s' in the cache", path);
 		free(w->path);
@@ -534,13 +540,17 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 	}
 	pthread_mutex_lock(&fs->lock);
 	fs_img_set_locked(fs, n, &img);
-	n->size = w->size;
-	n->flags |= FS_NF_SIZE | FS_NF_INVAL;
+	n->size = url ? 0 : w->size; /* from a URL: unknown until the first open */
+	n->flags = (uint16_t)((n->flags & ~FS_NF_SIZE) | FS_NF_INVAL | (url ? 0 : FS_NF_SIZE));
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
 	api_image_release(&img);
 	w->uploaded = 1;
-	fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path, (unsigned long long)w->size);
+	if (url)
+		fs_log(FS_LOG_DEBUG, "uploaded '%s' from a URL", path);
+	else
+		fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path,
+		       (unsigned long long)w->size);
 out:
 	fs_attrs_release(&a);
 	free(id);
@@ -575,7 +585,7 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 	if (w->err)
 		rc = w->err;
 	else if (w->dirty) {
-		rc = upload_w(fs, fh->node, w);
+		rc = upload_w(fs, fh->node, w, NULL);
 		if (rc < 0)
 			w->err = rc;
 		w->dirty = 0;
@@ -610,6 +620,25 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 	if (last)
 		wstate_free(w);
 	fh->w = NULL;
+}
+
+/* The node counts as being written during the upload (a writer handle of its own), so other
+ * writers, renames and unlinks get EBUSY, and the replace path is the one of O_TRUNC. */
+int fs_img_upload_url(struct fs_ctx *fs, struct fs_node *n, const char *url)
+{
+	struct fs_fh *fh;
+	int rc = attach_writer(fs, n, 0, &fh);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fh->w->lock);
+	rc = upload_w(fs, n, fh->w, url);
+	pthread_mutex_unlock(&fh->w->lock);
+	fs_img_release(fs, fh);
+	pthread_mutex_lock(&fs->lock);
+	fs_node_release_open_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	fs_fh_free(fh);
+	return rc;
 }
 
 /* ---- rename ----------------------------------------------------------------------- */
@@ -717,7 +746,7 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 			rc = 0;
 	}
 	if (rc == 0)
-		rc = upload_fd(fs, dst->id, sfd, &src->a, nname, dpath, img);
+		rc = upload_fd(fs, dst->id, sfd, NULL, &src->a, nname, dpath, img);
 	if (rc < 0 && dfd >= 0)
 		restore_old(fs, dst->n, dst->id, dfd, &dst->a, dpath);
 	if (dfd >= 0)
