@@ -76,6 +76,13 @@ static const char *import_hint(int err)
 int cli_cmd_import(int argc, char **argv)
 {
 	char path[PATH_MAX];
+	if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf("usage: imagesfs import URL MOUNT/images/NAME\n\n"
+		       "Uploads the image the API fetches from URL (http:// or https://) as NAME,\n"
+		       "creating the file when missing or replacing the image NAME. Exactly\n"
+		       "touch + setfattr -n user.url -v URL MOUNT/images/NAME.\n");
+		return 0;
+	}
 	if (argc != 3) {
 		fprintf(stderr, "usage: imagesfs import URL MOUNT/images/NAME\n");
 		return 2;

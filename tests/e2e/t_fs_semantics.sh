@@ -63,7 +63,7 @@ def close_after_text(p):
 XVAL = {"not JSON": (b"{bad", 0), "JSON array": (b"[1,2]", 0),
         "1100 bytes": (b'{"k":"' + b"x" * 1100 + b'"}', 0), "1025 bytes": (b"c" * 1025, 0),
         "yes": (b"yes", 0), "XATTR_CREATE": (b"{}", os.XATTR_CREATE),
-        "XATTR_REPLACE": (b"c", os.XATTR_REPLACE)}
+        "XATTR_REPLACE": (b"c", os.XATTR_REPLACE), "ftp://x": (b"ftp://x", 0)}
 
 def op(name, p):
     """Returns a callable performing operation `name` (as written in the table) on p."""

@@ -151,5 +151,9 @@ grep -q "is not under '$M/images/'" "$E2E_T/err" || fail "not-images message: $(
 "$IMP" import "$O/a.png" 2>/dev/null
 expect_eq "usage exit" $? 2
 
+log "documented in --help"
+"$IMAGESFS_BIN/mount.imagesfs" --help | grep -q "setfattr -n user.url" || fail "mount.imagesfs --help"
+"$IMP" --help | grep -q "import URL MOUNT/images/NAME" || fail "imagesfs --help"
+
 umount_fs "$M"
 echo PASS
