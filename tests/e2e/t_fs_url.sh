@@ -20,23 +20,17 @@ make_png "$W/b.png" 20 10 2
 echo "this is not an image" >"$W/note.txt"
 
 # A loopback origin the emulator fetches from (it allows loopback: tests/emulator/README.md).
-(cd "$W" && exec python3 -u -m http.server 0 --bind 127.0.0.1) >"$E2E_T/http.out" 2>&1 &
-HTTP_PID=$!
+# shellcheck source=tests/e2e/origin.sh
+source "$(dirname "$0")/origin.sh"
 url_cleanup() {
 	local rc=$?
-	kill "$HTTP_PID" 2>/dev/null
+	kill "$ORIGIN_PID" 2>/dev/null
 	(exit "$rc") # e2e_cleanup exits with $?
 	e2e_cleanup
 }
 trap url_cleanup EXIT
-port=
-for _ in $(seq 100); do
-	port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$E2E_T/http.out" | head -n 1)
-	[[ -n $port ]] && break
-	sleep 0.05
-done
-[[ -n $port ]] || fail "python http.server did not start"
-O=http://127.0.0.1:$port
+origin_start "$W" "$E2E_T/http.out" || fail "python http.server did not start"
+O=http://127.0.0.1:$ORIGIN_PORT
 
 api_get() { # api_get PATH OUT: GET of the API (token from the environment); HTTP status
 	curl -sS -o "$2" -w '%{http_code}' -H "Authorization: Bearer $IMAGESFS_EMULATOR_TOKEN" \
