@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Upload from a URL: setfattr -n user.url on a touched file uploads what the API fetches
 # (byte-exact, attributes carried, one upload request); refusals of the API are EINVAL with
-# the path and the API's message in the log and nothing stored; user.url on an uploaded
+# the path and the API's message in the log and nothing stored (over 10 MB: EFBIG); user.url on an uploaded
 # image replaces it (and keeps it when the new URL fails); user.url is write-only; only
 # http(s) URLs, refused without a request; `imagesfs import` does the same.
 # shellcheck disable=SC2119 # emu_start takes no arguments here
@@ -18,6 +18,7 @@ mkdir -p "$W"
 make_png "$W/a.png" 12 12 1
 make_png "$W/b.png" 20 10 2
 echo "this is not an image" >"$W/note.txt"
+head -c $((10 * 1024 * 1024 + 1)) /dev/zero >"$W/big.png"
 
 # A loopback origin the emulator fetches from (it allows loopback: tests/emulator/README.md).
 # shellcheck source=tests/e2e/origin.sh
@@ -75,6 +76,11 @@ check_refused() { # NAME URL MESSAGE-IN-LOG
 }
 check_refused missing "$O/missing.png" "Failed to fetch image from URL"
 check_refused text "$O/note.txt" "Unsupported image format"
+
+log "an image over 10 MB at the URL: EFBIG, nothing stored"
+touch "$I/big" || fail "touch big"
+expect_errno EFBIG "os.setxattr('$I/big', 'user.url', b'$O/big.png')"
+expect_eq "big stored" "$(api_get big "$E2E_T/img")" 404
 
 log "only http:// and https://, refused without a request"
 touch "$I/scheme" || fail "touch scheme"
