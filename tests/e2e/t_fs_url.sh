@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Upload from a URL: setfattr -n user.url on a touched file uploads what the API fetches
 # (byte-exact, attributes carried, one upload request); refusals of the API are EINVAL with
-# the path and the API's message in the log and nothing stored (over 10 MB: EFBIG); user.url on an uploaded
-# image replaces it (and keeps it when the new URL fails); user.url is write-only; only
-# http(s) URLs, refused without a request; `imagesfs import` does the same.
+# the path and the API's message in the log and nothing stored (over 10 MB: EFBIG);
+# user.url on an uploaded image replaces it (and keeps it when the new URL fails); user.url
+# is write-only; only http(s) URLs, refused without a request; `imagesfs import` does the
+# same.
 # shellcheck disable=SC2119 # emu_start takes no arguments here
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
