@@ -14,6 +14,10 @@
  * requireSignedURLs; if that upload fails, upload the old bytes again under the same id and
  * return the failure. A rename is upload-under-the-new-id, then delete the old id; when the
  * upload fails the source is untouched.
+ *
+ * An upload from a URL (user.url, fs_url.c) takes the same two paths, new file or replace,
+ * with the URL the API fetches as the source instead of the staged file; a writer handle of
+ * its own marks the node as being written meanwhile.
  */
 #include "fs.h"
 
