@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Upload from a URL: setfattr -n user.url on a touched file uploads what the API fetches
-# (byte-exact, attributes carried, one upload request); refusals of the API are EINVAL with
+# (byte-exact, attributes and mtime carried, one upload request); refusals of the API are EINVAL with
 # the path and the API's message in the log and nothing stored (over 10 MB: EFBIG);
 # user.url on an uploaded image replaces it (and keeps it when the new URL fails); user.url
 # is write-only; only http(s) URLs, refused without a request; `imagesfs import` does the
@@ -45,6 +45,7 @@ log "touch + setfattr user.url: the image from the URL, with the attributes set 
 touch "$I/u1" || fail "touch"
 setfattr -n user.metadata -v '{"k":"v"}' "$I/u1" || fail "metadata on the new file"
 setfattr -n user.creator -v alice "$I/u1" || fail "creator on the new file"
+touch -d @1577934245 "$I/u1" || fail "touch -d on the new file"
 emu_stats_reset
 setfattr -n user.url -v "$O/a.png" "$I/u1" || fail "setfattr user.url"
 expect_eq "upload requests" "$(emu_op images.upload)" 1
@@ -52,11 +53,14 @@ expect_eq "requests in all" "$(emu_total)" 1
 expect_eq "blob status" "$(api_get u1/blob "$E2E_T/blob")" 200
 cmp -s "$E2E_T/blob" "$W/a.png" || fail "API blob differs from the URL's bytes"
 expect_eq "image status" "$(api_get u1 "$E2E_T/img")" 200
-expect_eq "metadata carried" "$(json "$E2E_T/img" 'json.dumps(d.get("meta"))')" '{"k": "v"}'
+expect_eq "metadata carried" "$(json "$E2E_T/img" 'd["meta"]["k"]')" v
+json "$E2E_T/img" 'd["meta"]["imagesfs"]' | grep -q ' m=1577934245\.' ||
+	fail "mtime not in the stamp: $(json "$E2E_T/img" 'd["meta"]')"
 expect_eq "creator carried" "$(json "$E2E_T/img" 'd.get("creator")')" alice
 cmp -s "$I/u1" "$W/a.png" || fail "read through the mount differs from the URL's bytes"
 expect_eq "size after the read" "$(stat -c %s "$I/u1")" "$(stat -c %s "$W/a.png")"
 expect_eq "metadata through the mount" "$(gx user.metadata "$I/u1")" '{"k":"v"}'
+expect_eq "mtime carried" "$(stat -c %Y "$I/u1")" 1577934245
 
 log "user.url is write-only"
 expect_errno ENODATA "os.getxattr('$I/u1', 'user.url')"
@@ -103,7 +107,8 @@ api_get u1/blob "$E2E_T/blob" >/dev/null
 cmp -s "$E2E_T/blob" "$W/b.png" || fail "API blob is not the new URL's bytes"
 cmp -s "$I/u1" "$W/b.png" || fail "read through the mount is not the new image"
 api_get u1 "$E2E_T/img" >/dev/null
-expect_eq "metadata kept" "$(json "$E2E_T/img" 'json.dumps(d.get("meta"))')" '{"k": "v"}'
+expect_eq "metadata kept" "$(json "$E2E_T/img" 'd["meta"]["k"]')" v
+expect_eq "mtime kept, as by cp onto an image" "$(stat -c %Y "$I/u1")" 1577934245
 expect_eq "creator kept" "$(json "$E2E_T/img" 'd.get("creator")')" alice
 
 log "a replace from a URL that fails keeps the old image"
