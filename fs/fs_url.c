@@ -45,7 +45,7 @@ static const char *url_refusal(const char *value, size_t size)
 static int url_set(struct fs_ctx *fs, fuse_ino_t ino, struct fs_node *n, const char *path,
 		   const char *value, size_t size)
 {
-	if (size && value[size - 1] == '\n') /* echo URL | xargs setfattr -v, or a file */
+	if (size && value[size - 1] == '\n') /* a line read from a file, as xa_validate allows */
 		size--;
 	int rc = 0;
 	const char *why = size > FS_MAX_URL_BYTES ? "the URL is longer than 4096 bytes"
