@@ -563,6 +563,8 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 	n->flags |= FS_NF_SIZE | FS_NF_INVAL;
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
+	if (fs->cfg.stamp_off) /* no stamp: remember size and mtime here (fs_local.c) */
+		fs_local_put(fs, id, img.uploaded_ms, (int64_t)w->size, a.has_mtime, a.mtime_ns);
 	api_image_release(&img);
 	w->uploaded = 1;
 	fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path, (unsigned long long)w->size);
