@@ -180,6 +180,7 @@ struct fs_ctx {
 	struct fs_opstats ops;
 	struct api_client *api;
 	struct cache *cache;
+	struct fs_local *local; /* fs_local.c; NULL = learned sizes stay in memory */
 	struct fuse_session *se;
 	mode_t umask;
 	uid_t uid;
@@ -379,6 +380,16 @@ int fs_img_set_mtime(struct fs_ctx *fs, struct fs_node *n, const struct timespec
 /* Stores a mtime set while an image was open for writing that no upload carried (opened with
  * O_TRUNC, closed unchanged): one PATCH. Best effort (logs failures). */
 void fs_times_flush(struct fs_ctx *fs, struct fs_node *n);
+
+/* ---- fs_local.c: sizes and mtimes this host learned, in <cache_dir>/attrs ------- */
+/* Loads the record (fs->local); -errno (logged) leaves fs->local NULL. Call once. */
+int fs_local_open(struct fs_ctx *fs);
+void fs_local_close(struct fs_ctx *fs);
+/* Records facts about (id, version): size (< 0 = unknown), mtime (has_mtime). */
+void fs_local_put(struct fs_ctx *fs, const char *id, int64_t version, int64_t size, int has_mtime,
+		  int64_t mtime_ns);
+/* Gives n the size and mtime recorded for (id, version) that it does not have yet. */
+void fs_local_apply_locked(struct fs_ctx *fs, struct fs_node *n, const char *id, int64_t version);
 
 /* ---- fs_scratch.c: local scratch files ("." names in images/) ------------------- */
 /* A new name that makes a scratch file: begins with '.' (not "." or ".."). */

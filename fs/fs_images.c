@@ -257,6 +257,7 @@ again:
 	}
 	int pending = (n->flags & FS_NF_PENDING) != 0;
 	int64_t version = n->uploaded_ms;
+	int known = (n->flags & FS_NF_SIZE) != 0;
 	*inval = (n->flags & FS_NF_INVAL) != 0;
 	char *id = pending ? NULL : fs_node_id_locked(fs, n);
 	char *path = pending ? NULL : fs_node_path_locked(fs, n);
@@ -268,6 +269,8 @@ again:
 	}
 	if (!pending) {
 		int rc = fs_blob_fd(fs, id, version, path, &fd, &size);
+		if (rc == 0 && !known) /* remembered across remounts and evictions */
+			fs_local_put(fs, id, version, (int64_t)size, 0, 0);
 		free(id);
 		free(path);
 		if (rc == -ENOENT)

@@ -343,6 +343,8 @@ struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image
 	if ((n->flags & FS_NF_PENDING) || (n->u.img && n->u.img->w))
 		return n;
 	fs_img_set_locked(fs, n, img);
+	if (!(n->flags & FS_NF_SIZE) || fs->cfg.stamp_off) /* what this host learned */
+		fs_local_apply_locked(fs, n, img->id, img->uploaded_ms);
 	return n;
 }
 

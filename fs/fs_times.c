@@ -141,7 +141,13 @@ int fs_img_set_mtime(struct fs_ctx *fs, struct fs_node *n, const struct timespec
 		n->mtime_ns = ns;
 		n->flags |= FS_NF_MTIME | FS_NF_TIMES;
 	}
+	int record = fs->cfg.stamp_off && !(n->flags & FS_NF_PENDING);
+	char *id = record ? fs_node_id_locked(fs, n) : NULL;
+	int64_t version = n->uploaded_ms;
 	pthread_mutex_unlock(&fs->lock);
+	if (id) /* stamp=off: the mtime is kept in the cache dir (fs_local.c) */
+		fs_local_put(fs, id, version, -1, 1, ns);
+	free(id);
 	if (local || same)
 		return 0;
 	return times_store(fs, n, ns);

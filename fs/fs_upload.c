@@ -572,6 +572,8 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 	n->flags = (uint16_t)((n->flags & ~FS_NF_SIZE) | FS_NF_INVAL | (url ? 0 : FS_NF_SIZE));
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
+	if (fs->cfg.stamp_off) /* no stamp: remember size and mtime here (fs_local.c) */
+		fs_local_put(fs, id, img.uploaded_ms, (int64_t)w->size, a.has_mtime, a.mtime_ns);
 	api_image_release(&img);
 	w->uploaded = 1;
 	if (url)

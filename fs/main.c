@@ -567,6 +567,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		fs_log(FS_LOG_ERR, "cannot start; unmounting");
 		goto out_unmount;
 	}
+	fs_local_open(fs); /* without it, learned sizes stay in memory (logged) */
 	if (fs_inval_start(fs) < 0)
 		goto out_unmount;
 	fs_log(FS_LOG_INFO, "mounted account %s at %s", fs->cfg.account, fs->cfg.mountpoint);
@@ -641,6 +642,7 @@ int main(int argc, char *argv[])
 	if (ok && fs_table_init(&fs) == 0 && add_fuse_opts(&fs, &args) == 0)
 		rc = run_session(&fs, &args, &creds, rate, cache_bytes);
 out:
+	fs_local_close(&fs);
 	if (fs.cache)
 		cache_close(fs.cache);
 	if (fs.api)

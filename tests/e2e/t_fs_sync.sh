@@ -162,6 +162,30 @@ expect_eq "touch -d survived remount" "$(stat -c %Y "$I/sync/img100.png")" 15778
 [[ -e $I/.t.txt ]] && fail "scratch file survived the unmount"
 umount_fs "$M"
 
+log "images uploaded elsewhere: size 0 until read, then kept across remounts and evictions"
+emu_seed 2 other- 3000
+want=$(curl -fsS "${auth[@]}" "$EMU_URL/accounts/$ACCOUNT/images/v1/other-000001/blob" | wc -c)
+mount_fs "$M" cache_size=1K # smaller than any blob: nothing stays in the cache
+expect_eq "size before the first read" "$(stat -c %s "$I/other-000001")" 0
+cat "$I/other-000001" >/dev/null || fail "read other-000001"
+expect_eq "size after the read" "$(stat -c %s "$I/other-000001")" "$want"
+umount_fs "$M"
+mount_fs "$M" cache_size=1K
+emu_stats_reset
+expect_eq "size after remount, blob not cached" "$(stat -c %s "$I/other-000001")" "$want"
+expect_eq "other-000000 never read" "$(stat -c %s "$I/other-000000")" 0
+ops_check "sizes from the local record" "o['images.blob'] == 0"
+umount_fs "$M"
+
+log "rsync -a while the listing goes stale (dir_ttl=1): no request per probed name"
+mkdir "$E2E_T/src2" && cp -p "$S"/img1[0-7]?.png "$E2E_T/src2/" || fail "src2"
+mount_fs "$M" dir_ttl=1
+ls "$I" >/dev/null
+emu_stats_reset
+rsync -a "$E2E_T/src2/" "$I/stale/" || fail "rsync -a (dir_ttl=1) exited $?"
+ops_check "rsync with a stale listing" "o['images.upload'] == 80 and o['images.get'] == 0 and o['images.delete'] == 0"
+umount_fs "$M"
+
 log "stamp=off: mtimes stay in the mount, nothing is stored"
 mount_fs "$M" stamp=off
 ls "$I/sync" >/dev/null
