@@ -55,6 +55,7 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("batch=%s", batch),
     OPT("batch_url=%s", batch_url),
     OPT("batch_tokens=%d", batch_tokens),
+    OPT("stamp=%s", stamp_str),
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
     FUSE_OPT_KEY("-f", KEY_FG),
@@ -129,9 +130,15 @@ static void usage(void)
 	    "  batch_url=URL      batch host (default " FS_DEFAULT_BATCH_URL ";\n"
 	    "                     with another api_url: that URL's scheme://host:port)\n"
 	    "  batch_tokens=N     batch tokens used at once, 200 requests/s each (default 2)\n"
+	    "  stamp=on|off       store mtimes and sizes in a reserved key of each image's\n"
+	    "                     metadata (default on); off: they stay in this mount's memory\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
-	    "  -d                 debug log (implies -f)\n");
+	    "  -d                 debug log (implies -f)\n"
+	    "\n"
+	    "Upload from a URL (the API fetches it; http:// and https:// only):\n"
+	    "  setfattr -n user.url -v URL MOUNTPOINT/images/NAME   (after touch for a new NAME)\n"
+	    "  imagesfs import URL MOUNTPOINT/images/NAME\n");
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -491,6 +498,11 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 		return -1;
 	}
 	*rate = 0;
+	if (cfg->stamp_str && strcmp(cfg->stamp_str, "on") && strcmp(cfg->stamp_str, "off")) {
+		fprintf(stderr, "mount.imagesfs: bad stamp '%s' (on or off)\n", cfg->stamp_str);
+		return -1;
+	}
+	cfg->stamp_off = cfg->stamp_str && strcmp(cfg->stamp_str, "off") == 0;
 	if (cfg->rate_limit && parse_rate(cfg->rate_limit, rate, &cfg->rate_burst) < 0) {
 		fprintf(stderr,
 			"mount.imagesfs: bad rate_limit '%s' (want N/SECONDS, e.g. 1200/300, "
@@ -578,7 +590,8 @@ static void config_free(struct fs_config *cfg)
 	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
 		      &cfg->cache_dir, &cfg->cache_size, &cfg->credentials,
 		      &cfg->ca_file,   &cfg->rate_limit, &cfg->umask_str,
-		      &cfg->log_file,  &cfg->batch,	 &cfg->batch_url};
+		      &cfg->log_file,  &cfg->stamp_str, &cfg->batch,
+		      &cfg->batch_url};
 	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
 		free(*s[i]);
 		*s[i] = NULL;
@@ -614,6 +627,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		fs_log(FS_LOG_ERR, "cannot start; unmounting");
 		goto out_unmount;
 	}
+	fs_local_open(fs); /* without it, learned sizes stay in memory (logged) */
 	if (fs_inval_start(fs) < 0)
 		goto out_unmount;
 	fs_log(FS_LOG_INFO, "mounted account %s at %s", fs->cfg.account, fs->cfg.mountpoint);
@@ -624,6 +638,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 	fuse_loop_cfg_set_clone_fd(lc, 0);
 	rc = fuse_session_loop_mt(fs->se, lc) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(lc);
+	fs_scratch_drop_all(fs);
 out_unmount:
 	fs_inval_stop(fs);
 	fuse_session_unmount(fs->se);
@@ -687,6 +702,7 @@ int main(int argc, char *argv[])
 	if (ok && fs_table_init(&fs) == 0 && add_fuse_opts(&fs, &args) == 0)
 		rc = run_session(&fs, &args, &creds, rate, cache_bytes);
 out:
+	fs_local_close(&fs);
 	if (fs.cache)
 		cache_close(fs.cache);
 	if (fs.api)
