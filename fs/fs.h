@@ -33,6 +33,8 @@
 #include "api.h"
 #include "cache.h"
 
+struct journal; /* journal/journal.h */
+
 /* Fixed inodes. */
 #define FS_INO_ROOT 1
 #define FS_INO_IMAGES 2
@@ -166,6 +168,7 @@ struct fs_ctx {
 	struct fs_opstats ops;
 	struct api_client *api;
 	struct cache *cache;
+	struct journal *journal; /* intents of replace/rename (fs_upload.c); NULL = none */
 	struct fuse_session *se;
 	mode_t umask;
 	uid_t uid;

@@ -22,6 +22,7 @@
  * inode or page lock, and the inode is pinned by the opening file.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -113,6 +114,10 @@ static void lookup_remote(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir
 		return;
 	}
 	rc = api_image_get(fs->api, id, &img, &err);
+	if (rc == 0 && journal_hides(fs->journal, id)) { /* renamed away; delete pending */
+		api_image_release(&img);
+		rc = -ENOENT;
+	}
 	if (rc == -ENOENT) {
 		free(id);
 		reply_negative(req);

@@ -23,6 +23,7 @@
  * an image stores its own list only when it differs.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -382,7 +383,7 @@ static int list_cb(const struct api_image *img, void *arg)
 		return 0;
 	pthread_mutex_lock(&fs->lock);
 	int full = fs->n_images >= run->cap;
-	if (!full && !tomb_has_locked(fs, img->id))
+	if (!full && !tomb_has_locked(fs, img->id) && !journal_hides(fs->journal, img->id))
 		fs_images_apply_locked(fs, img);
 	pthread_mutex_unlock(&fs->lock);
 	if (full) {

@@ -16,6 +16,7 @@
  * upload fails the source is untouched.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -450,53 +451,103 @@ static int delete_id(struct fs_ctx *fs, const char *id, const char *path)
 	return rc;
 }
 
-/* Uploads the old bytes (old_fd) back under id after a failed replace. On success the
- * node takes the restored version; on failure the image is gone and so is the node. */
-static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, int old_fd,
-			const struct fs_attrs *old, const char *path)
+/* After journal_settle put the old image back under id (a new version): the node shows
+ * it again, and the bytes already cached under the old version serve the new one. */
+static void node_restored(struct fs_ctx *fs, struct fs_node *n, const char *id,
+			  int64_t old_version, const char *path)
 {
 	struct api_image img;
-	int rc = upload_fd(fs, id, old_fd, old, old->filename, path, &img);
+	struct api_err err;
+	int fd;
+	if (api_image_get(fs->api, id, &img, &err) < 0)
+		return; /* the next lookup or listing finds it */
 	pthread_mutex_lock(&fs->lock);
-	if (rc == 0) {
-		if (n && (n->flags & FS_NF_LINKED))
-			fs_img_set_locked(fs, n, &img);
-	} else if (n && (n->flags & FS_NF_LINKED) && !(n->u.img && n->u.img->w)) {
-		fs_node_drop_locked(fs, n);
-	}
+	if (n && (n->flags & FS_NF_LINKED))
+		fs_img_set_locked(fs, n, &img);
 	pthread_mutex_unlock(&fs->lock);
-	if (rc == 0) {
-		cache_put_copy(fs, id, img.uploaded_ms, old_fd);
-		fs_log(FS_LOG_WARN, "restored the previous '%s' after the failed replace", path);
-		api_image_release(&img);
-	} else {
-		fs_log(FS_LOG_ERR, "cannot restore '%s' after a failed replace: the image is lost",
-		       path);
+	if (img.uploaded_ms != old_version &&
+	    cache_lookup(fs->cache, id, old_version, &fd, NULL) == 0) {
+		cache_put_copy(fs, id, img.uploaded_ms, fd);
+		close(fd);
 	}
+	api_image_release(&img);
 }
 
-/* Delete-then-upload of an uploaded image, restoring it when the upload fails. */
+/* A replace (or a rename onto an image) failed after its intent was journaled: settle the
+ * entry now (the old image is put back if it was deleted); if the server does not let us
+ * yet, the journal's thread keeps trying in the background. `deleted`: the DELETE of id
+ * succeeded, so id is empty until settled. */
+static void settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, const char *id,
+			  int64_t old_version, int deleted, const char *path)
+{
+	int st = journal_settle(fs->journal, seq);
+	if (st == JOURNAL_BEFORE && deleted) {
+		node_restored(fs, n, id, old_version, path);
+		fs_log(FS_LOG_WARN, "restored the previous '%s' after the failed replace", path);
+		return;
+	}
+	if (st > 0)
+		return;
+	journal_defer(fs->journal, seq);
+	fs_log(FS_LOG_ERR,
+	       "cannot restore '%s' after a failed replace yet (%s): its bytes are kept in the "
+	       "journal and it is put back in the background",
+	       path, strerror(-st));
+	if (!deleted)
+		return;
+	pthread_mutex_lock(&fs->lock); /* absent until restored (the account has no such id) */
+	if (n && (n->flags & FS_NF_LINKED) && !(n->u.img && n->u.img->w))
+		fs_node_drop_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* Records the intent to replace the image at id (its bytes pinned, see journal.h). */
+static int journal_replace(struct fs_ctx *fs, const char *id, const char *src_id,
+			   const struct fs_attrs *old, int64_t old_version, int old_fd,
+			   uint64_t *seq)
+{
+	struct journal_intent in = {
+	    .op = src_id ? JOURNAL_RENAME : JOURNAL_REPLACE,
+	    .id = id,
+	    .src_id = src_id,
+	    .old_version = old_fd >= 0 ? old_version : 0,
+	    .old_fd = old_fd,
+	    .meta = old ? old->meta : NULL,
+	    .creator = old ? old->creator : NULL,
+	    .filename = old ? old->filename : NULL,
+	    .rsu = old ? old->rsu : 0,
+	};
+	if (!fs->journal)
+		return -EIO;
+	int rc = journal_begin(fs->journal, &in, seq);
+	return rc == -ENOMEM || rc == -ENOSPC || rc == -EDQUOT ? rc : rc < 0 ? -EIO : 0;
+}
+
+/* Delete-then-upload of an uploaded image. The old bytes and attributes are journaled
+ * (fsync'd, pinned) before the delete; a failure after it ends with the old image back,
+ * now or from the journal's background retries. */
 static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, int new_fd,
 			  const struct fs_attrs *old, int64_t old_version, const char *path,
 			  struct api_image *out)
 {
 	int old_fd;
-	uint64_t old_size;
+	uint64_t old_size, seq;
 	int rc = fs_blob_fd(fs, id, old_version, path, &old_fd, &old_size);
-	if (rc == -ENOENT)
-		old_fd = -1; /* gone elsewhere already: a plain upload */
-	else if (rc < 0)
+	if (rc == -ENOENT) /* gone elsewhere already: a plain upload */
+		return upload_fd(fs, id, new_fd, old, strrchr(path, '/') + 1, path, out);
+	if (rc < 0)
 		return rc;
-	if (old_fd >= 0 && (rc = delete_id(fs, id, path)) < 0) {
-		close(old_fd);
-		return rc;
-	}
-	struct fs_attrs a = *old;
-	rc = upload_fd(fs, id, new_fd, &a, strrchr(path, '/') + 1, path, out);
-	if (rc < 0 && old_fd >= 0)
-		restore_old(fs, n, id, old_fd, old, path);
-	if (old_fd >= 0)
-		close(old_fd);
+	rc = journal_replace(fs, id, NULL, old, old_version, old_fd, &seq);
+	close(old_fd);
+	if (rc < 0)
+		return rc; /* nothing deleted: the undo is not durable */
+	int deleted = (rc = delete_id(fs, id, path)) == 0;
+	if (deleted)
+		rc = upload_fd(fs, id, new_fd, old, strrchr(path, '/') + 1, path, out);
+	if (rc == 0)
+		journal_finish(fs->journal, seq);
+	else
+		settle_failed(fs, n, seq, id, old_version, deleted, path);
 	return rc;
 }
 
@@ -697,40 +748,60 @@ static int rename_commit(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	return rc;
 }
 
+/* The upload under the new id is done: delete the old one. A failure is retried by the
+ * journal in the background, and the old name is hidden meanwhile (journal_hides). */
+static void rename_delete_src(struct fs_ctx *fs, struct rn_side *src, const char *dpath,
+			      uint64_t seq)
+{
+	journal_mark_committed(fs->journal, seq);
+	if (delete_id(fs, src->id, src->path) == 0) {
+		journal_finish(fs->journal, seq);
+		cache_remove(fs->cache, src->id);
+		return;
+	}
+	journal_defer(fs->journal, seq);
+	fs_log(FS_LOG_WARN,
+	       "renamed '%s' to '%s'; the old id is deleted in the background (journal)",
+	       src->path, dpath);
+}
+
+/* Upload under the destination id, then delete the source. The intent (with the bytes of
+ * an image at the destination, which is deleted first) is journaled before anything is
+ * deleted; see journal_settle.c for how each failure point settles. */
 static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side *dst,
 			 const char *nname, struct api_image *img)
 {
 	int sfd, dfd = -1;
-	uint64_t size;
+	uint64_t size, seq;
 	char dpath[1100];
 	snprintf(dpath, sizeof(dpath), "images/%s", dst->id);
 	int rc = fs_blob_fd(fs, src->id, src->version, src->path, &sfd, &size);
 	if (rc < 0)
 		return rc;
-	if (dst->n && !dst->pending) {
-		rc = fs_blob_fd(fs, dst->id, dst->version, dpath, &dfd, &size);
-		if (rc == 0 && (rc = delete_id(fs, dst->id, dpath)) < 0) {
-			close(dfd);
-			dfd = -1;
-		}
-		if (rc == -ENOENT)
-			rc = 0;
+	if (dst->n && !dst->pending &&
+	    (rc = fs_blob_fd(fs, dst->id, dst->version, dpath, &dfd, &size)) < 0 && rc != -ENOENT) {
+		close(sfd);
+		return rc;
 	}
-	if (rc == 0)
-		rc = upload_fd(fs, dst->id, sfd, &src->a, nname, dpath, img);
-	if (rc < 0 && dfd >= 0)
-		restore_old(fs, dst->n, dst->id, dfd, &dst->a, dpath);
+	rc = journal_replace(fs, dst->id, src->id, dfd >= 0 ? &dst->a : NULL, dst->version, dfd,
+			     &seq);
 	if (dfd >= 0)
 		close(dfd);
-	if (rc == 0) {
+	if (rc < 0) {
+		close(sfd);
+		return rc;
+	}
+	int deleted = 0;
+	if (dfd >= 0)
+		deleted = (rc = delete_id(fs, dst->id, dpath)) == 0;
+	if (rc == 0)
+		rc = upload_fd(fs, dst->id, sfd, &src->a, nname, dpath, img);
+	if (rc < 0) {
+		settle_failed(fs, dst->n, seq, dst->id, dst->version, deleted, dpath);
+	} else {
 		cache_remove(fs->cache, dst->id);
 		cache_put_copy(fs, dst->id, img->uploaded_ms, sfd);
-		int drc = delete_id(fs, src->id, src->path);
-		if (drc == 0)
-			cache_remove(fs->cache, src->id);
-		else
-			fs_log(FS_LOG_ERR, "renamed '%s' to '%s' but the old id remains", src->path,
-			       dpath);
+		rename_delete_src(fs, src, dpath, seq);
 	}
 	close(sfd);
 	return rc;

@@ -10,6 +10,7 @@
  * cache directory), so a failed mount exits non-zero at once with one clear line.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -513,6 +514,35 @@ static int cache_open_cfg(struct fs_ctx *fs, uint64_t bytes)
 	return rc;
 }
 
+static void journal_log(int level, const char *msg)
+{
+	static const int map[] = {FS_LOG_ERR, FS_LOG_WARN, FS_LOG_INFO, FS_LOG_DEBUG};
+	fs_log(map[level < 0 ? 0 : level > 3 ? 3 : level], "%s", msg);
+}
+
+/* The journal lives beside the cache: <cache_dir>/journal, lost bytes in
+ * <cache_dir>/lost+found. Unfinished entries of an earlier run are settled in the
+ * background from here on (journal_settle.c). */
+static int journal_open_cfg(struct fs_ctx *fs)
+{
+	char dir[4096], lost[4096];
+	snprintf(dir, sizeof(dir), "%s/journal", fs->cfg.cache_dir);
+	snprintf(lost, sizeof(lost), "%s/lost+found", fs->cfg.cache_dir);
+	struct journal_config jc = {
+	    .dir = dir, .lost_dir = lost, .api = fs->api, .cache = fs->cache, .log = journal_log};
+	int rc = journal_open(&jc, &fs->journal);
+	if (rc == 0 && journal_pending(fs->journal) > 0)
+		fs_log(FS_LOG_WARN, "replaying %zu unfinished journal entries in the background",
+		       journal_pending(fs->journal));
+	if (rc == 0 && (rc = journal_start(fs->journal)) < 0) {
+		journal_close(fs->journal);
+		fs->journal = NULL;
+	}
+	if (rc < 0)
+		fs_log(FS_LOG_ERR, "cannot open journal '%s': %s", dir, strerror(-rc));
+	return rc;
+}
+
 static void config_free(struct fs_config *cfg)
 {
 	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
@@ -554,7 +584,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		fs_log(FS_LOG_ERR, "cannot start; unmounting");
 		goto out_unmount;
 	}
-	if (fs_inval_start(fs) < 0)
+	if (journal_open_cfg(fs) < 0 || fs_inval_start(fs) < 0)
 		goto out_unmount;
 	fs_log(FS_LOG_INFO, "mounted account %s at %s", fs->cfg.account, fs->cfg.mountpoint);
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
@@ -566,6 +596,8 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 	fuse_loop_cfg_destroy(lc);
 out_unmount:
 	fs_inval_stop(fs);
+	journal_close(fs->journal); /* unfinished entries stay on disk for the next mount */
+	fs->journal = NULL;
 	fuse_session_unmount(fs->se);
 out_signals:
 	fuse_remove_signal_handlers(fs->se);
