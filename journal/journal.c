@@ -539,15 +539,16 @@ void journal_finish(struct journal *j, uint64_t seq)
 {
 	pthread_mutex_lock(&j->lock);
 	struct jentry *e = journal_find_locked(j, seq);
-	if (e)
-		journal_unlist_locked(j, e);
 	pthread_mutex_unlock(&j->lock);
-	if (!e)
+	if (!e) /* owned by the caller: nobody else unlists it */
 		return;
 	int rc = journal_entry_remove(j, e);
 	if (rc < 0) /* stays on disk: the next mount settles it again (idempotent) */
 		journal_logf(j, 1, "cannot remove journal entry of '%s': %s", e->id,
 			     strerror(-rc));
+	pthread_mutex_lock(&j->lock);
+	journal_unlist_locked(j, e);
+	pthread_mutex_unlock(&j->lock);
 	journal_entry_free(e);
 }
 

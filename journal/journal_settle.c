@@ -226,20 +226,21 @@ static void *settle_thread(void *arg)
 		e->busy = 1;
 		pthread_mutex_unlock(&j->lock);
 		int rc = settle_entry(j, e);
-		pthread_mutex_lock(&j->lock);
-		e->busy = 0;
-		if (rc > 0) {
-			journal_unlist_locked(j, e);
-			pthread_mutex_unlock(&j->lock);
+		if (rc > 0) { /* off disk first: a waiter woken by the unlist sees no pin left */
 			int drc = journal_entry_remove(j, e);
 			if (drc < 0)
 				journal_logf(j, 1, "cannot remove journal entry of '%s': %s", e->id,
 					     strerror(-drc));
 			log_settled(j, e, rc);
+			pthread_mutex_lock(&j->lock);
+			journal_unlist_locked(j, e);
+			pthread_mutex_unlock(&j->lock);
 			journal_entry_free(e);
 			pthread_mutex_lock(&j->lock);
 			continue;
 		}
+		pthread_mutex_lock(&j->lock);
+		e->busy = 0;
 		int shift = e->attempts < 5 ? e->attempts : 5;
 		int64_t backoff = (int64_t)JOURNAL_BACKOFF_MIN_MS << shift;
 		if (backoff > JOURNAL_BACKOFF_MAX_MS)
