@@ -85,6 +85,8 @@ enum fs_kind {
 #define FS_NF_FNEXT_MASK 0x0E00
 /* FS_NF_NAMEHEAP: `name` is a malloc'd string (a rename to a name longer than name_buf). */
 #define FS_NF_NAMEHEAP 0x1000
+/* FS_NF_WB: an upload of this image is journaled, not yet stored (fs_writeback.c). */
+#define FS_NF_WB 0x2000
 
 struct fs_wstate;
 
@@ -140,6 +142,7 @@ struct fs_config {
 	int uid, gid; /* -1 = mounting user */
 	int foreground;
 	int debug;
+	int writeback; /* -o writeback: uploads after close() returns (fs_writeback.c) */
 };
 
 struct fs_listing {
@@ -334,6 +337,24 @@ struct fs_attrs {
 };
 void fs_attrs_release(struct fs_attrs *a);
 int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a);
+
+/* Puts the bytes of fd into the cache as (id, version); best effort. */
+void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd);
+
+/* ---- fs_writeback.c: -o writeback ---------------------------------------------- */
+#define FS_WB_DRAIN_MS 60000 /* a clean unmount waits this long for pending uploads */
+/* Journals n's staged bytes for a background upload; 0 once durable, or -errno. */
+int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size);
+/* Wait for a pending write-back upload of the image (node, child, inode) before an
+ * operation that must be ordered after it: 0 (stored, or none), -EIO (refused), or
+ * -ETIMEDOUT. fs_wb_wait_child maps -EIO to 0 (the operation then sees what is stored). */
+int fs_wb_wait_node(struct fs_ctx *fs, struct fs_node *n);
+int fs_wb_wait_child(struct fs_ctx *fs, struct fs_node *dir, const char *name);
+int fs_wb_wait_ino(struct fs_ctx *fs, fuse_ino_t ino);
+/* journal_config.on_upload: applies a stored (or refused) write-back upload to the node. */
+void fs_wb_on_upload(void *arg, const char *id, const struct api_image *img, int fd);
+/* Clean unmount: waits up to FS_WB_DRAIN_MS for pending journal entries, logging. */
+void fs_wb_drain(struct fs_ctx *fs);
 
 /* ---- fs_xattr.c ---------------------------------------------------------------- */
 void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);

@@ -201,6 +201,8 @@ int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *p
 	       uint64_t *size)
 {
 	struct blob_fill bf = {.fs = fs, .id = id};
+	if (fs->journal && journal_upload_fd(fs->journal, id, fd, size) == 0)
+		return 0; /* a write-back upload not stored yet: its bytes */
 	int rc = cache_get(fs->cache, id, version, blob_fill_fn, &bf, fd, size);
 	if (rc < 0) {
 		if (bf.called)
@@ -256,7 +258,8 @@ again:
 			return rc;
 		goto again;
 	}
-	int pending = (n->flags & FS_NF_PENDING) != 0;
+	/* a journaled write-back upload reads its pinned bytes through fs_blob_fd */
+	int pending = (n->flags & FS_NF_PENDING) && !(n->flags & FS_NF_WB);
 	int64_t version = n->uploaded_ms;
 	*inval = (n->flags & FS_NF_INVAL) != 0;
 	char *id = pending ? NULL : fs_node_id_locked(fs, n);
@@ -413,6 +416,9 @@ static void unlink_done_locked(struct fs_ctx *fs, struct fs_node *n, const char 
 
 int fs_img_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name)
 {
+	int wrc = fs_wb_wait_child(fs, dir, name); /* ordered after a pending upload */
+	if (wrc < 0)
+		return wrc;
 	struct api_err err;
 	pthread_mutex_lock(&fs->lock);
 	struct fs_node *n = fs_node_child_locked(fs, dir, name);

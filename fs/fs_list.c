@@ -337,7 +337,7 @@ struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image
 	}
 	n->gen = fs->images.gen;
 	/* Local state wins over the listing while the file is pending or being written. */
-	if ((n->flags & FS_NF_PENDING) || (n->u.img && n->u.img->w))
+	if ((n->flags & (FS_NF_PENDING | FS_NF_WB)) || (n->u.img && n->u.img->w))
 		return n;
 	fs_img_set_locked(fs, n, img);
 	return n;

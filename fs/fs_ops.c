@@ -435,7 +435,12 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, -flush_fh(ctx(req), fh_of(fi))); /* fsync = upload now */
+	struct fs_ctx *fs = ctx(req);
+	struct fs_fh *fh = fh_of(fi);
+	int rc = flush_fh(fs, fh); /* fsync = upload now (write-back: wait for the upload) */
+	if (rc == 0 && fh->kind == FS_FH_STAGED && fs->cfg.writeback)
+		rc = fs_wb_wait_node(fs, fh->node);
+	fuse_reply_err(req, -rc);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -604,6 +609,26 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	fuse_reply_err(req, 0);
 }
 
+/* A metadata change on an image with a pending write-back upload follows the upload. */
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	int rc = fs_wb_wait_ino(ctx(req), ino);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fs_op_setxattr(req, ino, name, value, size, flags);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	int rc = fs_wb_wait_ino(ctx(req), ino);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fs_op_removexattr(req, ino, name);
+}
+
 const struct fuse_lowlevel_ops fs_ops = {
     .init = op_init,
     .lookup = op_lookup,
@@ -631,8 +656,8 @@ const struct fuse_lowlevel_ops fs_ops = {
     .releasedir = op_releasedir,
     .fsyncdir = op_fsyncdir,
     .statfs = fs_op_statfs,
-    .setxattr = fs_op_setxattr,
+    .setxattr = op_setxattr,
     .getxattr = fs_op_getxattr,
     .listxattr = fs_op_listxattr,
-    .removexattr = fs_op_removexattr,
+    .removexattr = op_removexattr,
 };

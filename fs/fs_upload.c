@@ -129,8 +129,7 @@ static int copy_fill_fn(int fd, void *arg)
 	return copy_fd(*(int *)arg, fd);
 }
 
-/* Puts the bytes of src into the cache as (id, version); best effort. */
-static void cache_put_copy(struct fs_ctx *fs, const char *id, int64_t version, int src)
+void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int src)
 {
 	int fd;
 	uint64_t size;
@@ -204,6 +203,9 @@ int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_inf
 {
 	if (fs->cfg.ro)
 		return -EROFS;
+	int wrc = fs_wb_wait_node(fs, n); /* a replace goes after a pending upload */
+	if (wrc < 0 && wrc != -EIO)
+		return wrc;
 	pthread_mutex_lock(&fs->lock);
 	int busy = n->u.img && n->u.img->w;
 	int pending = (n->flags & FS_NF_PENDING) != 0;
@@ -467,7 +469,7 @@ static void node_restored(struct fs_ctx *fs, struct fs_node *n, const char *id,
 	pthread_mutex_unlock(&fs->lock);
 	if (img.uploaded_ms != old_version &&
 	    cache_lookup(fs->cache, id, old_version, &fd, NULL) == 0) {
-		cache_put_copy(fs, id, img.uploaded_ms, fd);
+		fs_cache_put_fd(fs, id, img.uploaded_ms, fd);
 		close(fd);
 	}
 	api_image_release(&img);
@@ -625,7 +627,14 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 	pthread_mutex_lock(&w->lock);
 	if (w->err)
 		rc = w->err;
-	else if (w->dirty) {
+	else if (w->dirty && fs->cfg.writeback) {
+		rc = fs_wb_stage(fs, fh->node, w->fd, w->size);
+		if (rc < 0)
+			w->err = rc;
+		else
+			w->uploaded = 1; /* journaled: the node keeps the new size */
+		w->dirty = 0;
+	} else if (w->dirty) {
 		rc = upload_w(fs, fh->node, w);
 		if (rc < 0)
 			w->err = rc;
@@ -800,7 +809,7 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 		settle_failed(fs, dst->n, seq, dst->id, dst->version, deleted, dpath);
 	} else {
 		cache_remove(fs->cache, dst->id);
-		cache_put_copy(fs, dst->id, img->uploaded_ms, sfd);
+		fs_cache_put_fd(fs, dst->id, img->uploaded_ms, sfd);
 		rename_delete_src(fs, src, dpath, seq);
 	}
 	close(sfd);
@@ -820,8 +829,13 @@ int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, st
 		return -EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT */
 	if (strlen(nname) > 255)
 		return -ENAMETOOLONG;
+	int rc = fs_wb_wait_child(fs, odir, oname); /* ordered after pending uploads */
+	if (rc == 0)
+		rc = fs_wb_wait_child(fs, ndir, nname);
+	if (rc < 0)
+		return rc;
 	pthread_mutex_lock(&fs->lock);
-	int rc = rename_prepare_locked(fs, odir, oname, ndir, nname, flags, &src, &dst);
+	rc = rename_prepare_locked(fs, odir, oname, ndir, nname, flags, &src, &dst);
 	pthread_mutex_unlock(&fs->lock);
 	if (rc == 0 && (!fs_name_valid(nname) || api_custom_id_valid(dst.id) < 0)) {
 		fs_log(FS_LOG_ERR, "cannot rename '%s' to 'images/%s': not a valid image id",

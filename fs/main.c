@@ -54,6 +54,7 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("timeout=%d", timeout_s),
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
+    OPT("writeback", writeback),
     FUSE_OPT_KEY("-f", KEY_FG),
     FUSE_OPT_KEY("-d", KEY_DEBUG),
     FUSE_OPT_KEY("ro", KEY_RO),
@@ -119,6 +120,8 @@ static void usage(void)
 	    "  log_file=PATH      write log lines to PATH (0600) instead of syslog/stderr\n"
 	    "  timeout=SECONDS    an unresponsive server fails an operation after about this\n"
 	    "                     long, retries included (default 30)\n"
+	    "  writeback          close() returns once the bytes are journaled on local disk;\n"
+	    "                     uploads run in the background (`imagesfs sync MOUNT` waits)\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
 	    "  -d                 debug log (implies -f)\n");
@@ -529,7 +532,13 @@ static int journal_open_cfg(struct fs_ctx *fs)
 	snprintf(dir, sizeof(dir), "%s/journal", fs->cfg.cache_dir);
 	snprintf(lost, sizeof(lost), "%s/lost+found", fs->cfg.cache_dir);
 	struct journal_config jc = {
-	    .dir = dir, .lost_dir = lost, .api = fs->api, .cache = fs->cache, .log = journal_log};
+	    .dir = dir,
+	    .lost_dir = lost,
+	    .api = fs->api,
+	    .cache = fs->cache,
+	    .log = journal_log,
+	    .on_upload = fs_wb_on_upload,
+	    .arg = fs};
 	int rc = journal_open(&jc, &fs->journal);
 	if (rc == 0 && journal_pending(fs->journal) > 0)
 		fs_log(FS_LOG_WARN, "replaying %zu unfinished journal entries in the background",
@@ -595,6 +604,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 	rc = fuse_session_loop_mt(fs->se, lc) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(lc);
 out_unmount:
+	fs_wb_drain(fs); /* the kernel is gone: pending uploads still run */
 	fs_inval_stop(fs);
 	journal_close(fs->journal); /* unfinished entries stay on disk for the next mount */
 	fs->journal = NULL;

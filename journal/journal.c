@@ -8,11 +8,12 @@
  * On-disk format. One file per entry, <dir>/<16 hex seq>.intent, text, one field a line:
  *
  *     imagesfs-intent 1
- *     op replace|rename
+ *     op replace|rename|upload
  *     id <escaped>            replace: the image; rename: the destination
  *     src <escaped>|-         rename: the source
  *     old_version <decimal>   uploaded_ms of the image at id being replaced, 0 = none
  *     pin <name>|-            cache pin (cache_pin) holding that image's bytes
+ *     newpin <name>|-         upload: pin holding the bytes to upload
  *     meta <escaped>|-        attributes to upload it back with
  *     creator <escaped>|-
  *     filename <escaped>|-
@@ -36,7 +37,9 @@
  *
  * What is pinned: the bytes of the image a replace (or a rename onto an existing image)
  * deletes, from before its delete until the entry is finished. A rename's source needs no
- * pin: its bytes are uploaded under the destination before the source is deleted.
+ * pin: its bytes are uploaded under the destination before the source is deleted. A
+ * write-back upload pins the bytes it will upload (journal-<seq>-new) from before close()
+ * returns until they are stored, and the old image's bytes when it replaces one.
  *
  * Recovery order: journal_open loads every entry (oldest sequence first) as deferred;
  * journal_start's thread settles them oldest first, in the background, while the mount
@@ -165,15 +168,34 @@ void journal_pin_name(uint64_t seq, char *buf, size_t len)
 	snprintf(buf, len, "journal-%016" PRIx64, seq);
 }
 
+void journal_newpin_name(uint64_t seq, char *buf, size_t len)
+{
+	snprintf(buf, len, "journal-%016" PRIx64 "-new", seq);
+}
+
+uint64_t journal_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (; s && *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static const char *op_name(int op)
+{
+	return op == JOURNAL_RENAME ? "rename" : op == JOURNAL_UPLOAD ? "upload" : "replace";
+}
+
 static int entry_format(FILE *f, const struct jentry *e)
 {
-	char pin[64];
+	char pin[64], newpin[64];
 	journal_pin_name(e->seq, pin, sizeof(pin));
-	if (fprintf(f, "imagesfs-intent 1\nop %s\n",
-		    e->op == JOURNAL_RENAME ? "rename" : "replace") < 0 ||
+	journal_newpin_name(e->seq, newpin, sizeof(newpin));
+	if (fprintf(f, "imagesfs-intent 1\nop %s\n", op_name(e->op)) < 0 ||
 	    esc_put(f, "id", e->id) || esc_put(f, "src", e->src) ||
 	    fprintf(f, "old_version %" PRId64 "\n", e->old_version) < 0 ||
-	    esc_put(f, "pin", e->pinned ? pin : NULL) || esc_put(f, "meta", e->meta) ||
+	    esc_put(f, "pin", e->pinned ? pin : NULL) ||
+	    esc_put(f, "newpin", e->new_pinned ? newpin : NULL) || esc_put(f, "meta", e->meta) ||
 	    esc_put(f, "creator", e->creator) || esc_put(f, "filename", e->filename) ||
 	    fprintf(f, "rsu %d\nend\n", e->rsu ? 1 : 0) < 0)
 		return -EIO;
@@ -224,6 +246,10 @@ int journal_entry_remove(struct journal *j, const struct jentry *e)
 		journal_pin_name(e->seq, pin, sizeof(pin));
 		cache_unpin(j->cache, pin);
 	}
+	if (e->new_pinned) {
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+		cache_unpin(j->cache, pin);
+	}
 	return 0;
 }
 
@@ -236,8 +262,10 @@ static int parse_field(struct jentry *e, const char *key, const char *val, int *
 		return 0;
 	}
 	if (!strcmp(key, "op")) {
-		e->op = !strcmp(val, "rename") ? JOURNAL_RENAME
-			: !strcmp(val, "replace") ? JOURNAL_REPLACE : 0;
+		e->op = !strcmp(val, "rename")	  ? JOURNAL_RENAME
+			: !strcmp(val, "replace") ? JOURNAL_REPLACE
+			: !strcmp(val, "upload")  ? JOURNAL_UPLOAD
+						  : 0;
 		return 0;
 	}
 	if (!strcmp(key, "old_version")) {
@@ -251,6 +279,10 @@ static int parse_field(struct jentry *e, const char *key, const char *val, int *
 	}
 	if (!strcmp(key, "pin")) {
 		e->pinned = strcmp(val, "-") != 0;
+		return 0;
+	}
+	if (!strcmp(key, "newpin")) {
+		e->new_pinned = strcmp(val, "-") != 0;
 		return 0;
 	}
 	char **dst = !strcmp(key, "id")		? &e->id
@@ -301,10 +333,12 @@ static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
 	}
 	fclose(f);
 	if (bad || !done || version != 1 || !e->op || !e->id ||
-	    (e->op == JOURNAL_RENAME && !e->src)) {
+	    (e->op == JOURNAL_RENAME && !e->src) || (e->op == JOURNAL_UPLOAD && !e->new_pinned)) {
 		journal_entry_free(e);
 		return NULL;
 	}
+	e->hash = journal_hash(e->id);
+	e->src_hash = e->src ? journal_hash(e->src) : 0;
 	return e;
 }
 
@@ -337,6 +371,13 @@ static void damaged(struct journal *j, const char *name, uint64_t seq)
 {
 	char pin[64], dest[4096];
 	int fd;
+	journal_newpin_name(seq, pin, sizeof(pin));
+	snprintf(dest, sizeof(dest), "%s/%s", j->lost_dir, pin);
+	if (cache_pin_open(j->cache, pin, &fd) == 0) {
+		close(fd);
+		mkdir(j->lost_dir, 0700);
+		cache_pin_export(j->cache, pin, dest);
+	}
 	journal_pin_name(seq, pin, sizeof(pin));
 	snprintf(dest, sizeof(dest), "%s/%s", j->lost_dir, pin);
 	if (cache_pin_open(j->cache, pin, &fd) == 0) {
@@ -399,9 +440,10 @@ static int pin_sweep_cb(const char *name, uint64_t size, void *arg)
 	if (strncmp(name, "journal-", 8))
 		return 0;
 	for (struct jentry *e = s->j->head; e; e = e->next) {
-		char pin[64];
+		char pin[64], newpin[64];
 		journal_pin_name(e->seq, pin, sizeof(pin));
-		if (e->pinned && !strcmp(pin, name))
+		journal_newpin_name(e->seq, newpin, sizeof(newpin));
+		if ((e->pinned && !strcmp(pin, name)) || (e->new_pinned && !strcmp(newpin, name)))
 			return 0;
 	}
 	if (s->n == s->cap) {
@@ -443,6 +485,8 @@ int journal_open(const struct journal_config *cfg, struct journal **out)
 	j->api = cfg->api;
 	j->cache = cfg->cache;
 	j->log = cfg->log;
+	j->on_upload = cfg->on_upload;
+	j->arg = cfg->arg;
 	j->next_seq = 1;
 	j->dirfd = -1;
 	pthread_mutex_init(&j->lock, NULL);
@@ -467,10 +511,42 @@ fail:
 	return rc;
 }
 
+static int pin_intent(struct journal *j, struct jentry *e, const struct journal_intent *in)
+{
+	char pin[64];
+	int rc;
+	if (in->old_fd >= 0) {
+		journal_pin_name(e->seq, pin, sizeof(pin));
+		if ((rc = cache_pin(j->cache, pin, in->old_fd, NULL)) < 0)
+			return rc;
+		e->pinned = 1;
+	}
+	if (in->op == JOURNAL_UPLOAD) {
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+		if ((rc = cache_pin(j->cache, pin, in->new_fd, NULL)) < 0)
+			return rc;
+		e->new_pinned = 1;
+	}
+	return 0;
+}
+
+static void unpin_intent(struct journal *j, struct jentry *e)
+{
+	char pin[64];
+	if (e->pinned) {
+		journal_pin_name(e->seq, pin, sizeof(pin));
+		cache_unpin(j->cache, pin);
+	}
+	if (e->new_pinned) {
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+		cache_unpin(j->cache, pin);
+	}
+}
+
 int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *seq)
 {
-	if (!in || !in->id || (in->op != JOURNAL_REPLACE && in->op != JOURNAL_RENAME) ||
-	    (in->op == JOURNAL_RENAME && !in->src_id))
+	if (!in || !in->id || in->op < JOURNAL_REPLACE || in->op > JOURNAL_UPLOAD ||
+	    (in->op == JOURNAL_RENAME && !in->src_id) || (in->op == JOURNAL_UPLOAD && in->new_fd < 0))
 		return -EINVAL;
 	struct jentry *e = calloc(1, sizeof(*e));
 	if (!e)
@@ -478,7 +554,9 @@ int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *
 	e->op = in->op;
 	e->old_version = in->old_version;
 	e->rsu = in->rsu;
-	e->owned = 1;
+	e->owned = in->op != JOURNAL_UPLOAD;
+	e->hash = journal_hash(in->id);
+	e->src_hash = in->src_id ? journal_hash(in->src_id) : 0;
 	int rc = -ENOMEM;
 	if (!(e->id = strdup(in->id)) || (in->src_id && !(e->src = strdup(in->src_id))) ||
 	    (in->meta && !(e->meta = strdup(in->meta))) ||
@@ -488,23 +566,14 @@ int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *
 	pthread_mutex_lock(&j->lock);
 	e->seq = j->next_seq++;
 	pthread_mutex_unlock(&j->lock);
-	if (in->old_fd >= 0) {
-		char pin[64];
-		journal_pin_name(e->seq, pin, sizeof(pin));
-		if ((rc = cache_pin(j->cache, pin, in->old_fd, NULL)) < 0)
-			goto fail;
-		e->pinned = 1;
-	}
-	if ((rc = journal_entry_write(j, e)) < 0) {
-		if (e->pinned) {
-			char pin[64];
-			journal_pin_name(e->seq, pin, sizeof(pin));
-			cache_unpin(j->cache, pin);
-		}
+	if ((rc = pin_intent(j, e, in)) < 0 || (rc = journal_entry_write(j, e)) < 0) {
+		unpin_intent(j, e);
 		goto fail;
 	}
 	pthread_mutex_lock(&j->lock);
+	e->next_ms = journal_now_ms();
 	journal_insert_locked(j, e);
+	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
 	*seq = e->seq;
 	return 0;
@@ -582,4 +651,25 @@ size_t journal_pending(struct journal *j)
 	size_t n = j->n;
 	pthread_mutex_unlock(&j->lock);
 	return n;
+}
+
+int journal_upload_fd(struct journal *j, const char *id, int *fd, uint64_t *size)
+{
+	uint64_t seq = 0, h = journal_hash(id);
+	pthread_mutex_lock(&j->lock);
+	for (struct jentry *e = j->head; e; e = e->next)
+		if (e->op == JOURNAL_UPLOAD && e->hash == h && !strcmp(e->id, id))
+			seq = e->seq; /* the newest wins: the list is in sequence order */
+	pthread_mutex_unlock(&j->lock);
+	if (!seq)
+		return -ENOENT;
+	char pin[64];
+	journal_newpin_name(seq, pin, sizeof(pin));
+	int rc = cache_pin_open(j->cache, pin, fd);
+	if (rc < 0)
+		return -ENOENT; /* finished meanwhile: the caller reads the stored image */
+	struct stat st;
+	if (size)
+		*size = fstat(*fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	return 0;
 }

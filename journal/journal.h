@@ -30,7 +30,9 @@
 
 struct journal;
 
-enum journal_op { JOURNAL_REPLACE = 1, JOURNAL_RENAME = 2 };
+/* JOURNAL_UPLOAD is a write-back upload (-o writeback): bytes staged and acknowledged
+ * to the writer, uploaded by the journal's workers (replacing the image at id, if any). */
+enum journal_op { JOURNAL_REPLACE = 1, JOURNAL_RENAME = 2, JOURNAL_UPLOAD = 3 };
 
 /* What journal_settle found or made the account hold. */
 enum journal_state { JOURNAL_BEFORE = 1, JOURNAL_AFTER = 2, JOURNAL_ABANDONED = 3 };
@@ -38,6 +40,9 @@ enum journal_state { JOURNAL_BEFORE = 1, JOURNAL_AFTER = 2, JOURNAL_ABANDONED = 
 /* Backoff of background retries: JOURNAL_BACKOFF_MIN_MS doubling up to ..._MAX_MS. */
 #define JOURNAL_BACKOFF_MIN_MS 500
 #define JOURNAL_BACKOFF_MAX_MS 8000
+/* Worker threads settling entries at once (write-back uploads run in parallel, at most
+ * one entry per id at a time, in sequence order per id). */
+#define JOURNAL_WORKERS 4
 
 struct journal_config {
 	const char *dir;      /* journal directory, created 0700 (e.g. <cache_dir>/journal) */
@@ -46,6 +51,11 @@ struct journal_config {
 	struct cache *cache;	/* borrowed; holds the pins */
 	/* One log line; level 0 error, 1 warning, 2 info, 3 debug. NULL = silent. */
 	void (*log)(int level, const char *msg);
+	/* Called by a worker when a JOURNAL_UPLOAD entry is settled, before waiters on it
+	 * wake: img is the stored image (NULL: abandoned, the old image, if any, is back),
+	 * fd reads the uploaded bytes (-1 when img is NULL). Nullable. */
+	void (*on_upload)(void *arg, const char *id, const struct api_image *img, int fd);
+	void *arg;
 };
 
 /* The intent of one operation. Strings are borrowed for the call. */
@@ -55,7 +65,9 @@ struct journal_intent {
 	const char *src_id;  /* rename: the source id (deleted last); NULL for replace */
 	int64_t old_version; /* uploaded_ms of the image at id being replaced; 0 = none */
 	int old_fd;	     /* its bytes (read from offset 0) to pin; -1 = none */
-	/* Attributes to upload the old image back with (replace, or rename onto an image). */
+	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (pinned too); else -1 */
+	/* Attributes to upload the old image back with (replace, or rename onto an image);
+	 * for JOURNAL_UPLOAD also those of the new image (a replace keeps them). */
 	const char *meta, *creator, *filename;
 	int rsu;
 };
@@ -90,6 +102,14 @@ void journal_defer(struct journal *j, uint64_t seq);
 
 /* 1 while an unfinished rename entry will delete id (the mount must not show it), else 0. */
 int journal_hides(struct journal *j, const char *id);
+
+/* JOURNAL_UPLOAD entries are never owned: journal_begin queues them for the workers.
+ * A read-only fd on the bytes of the newest unfinished upload of id: 0, or -ENOENT. */
+int journal_upload_fd(struct journal *j, const char *id, int *fd, uint64_t *size);
+/* Waits until no unfinished entry names id (retrying deferred ones at once), at most
+ * timeout_ms: 0 when the last upload of id was stored (or there was none), -EIO when it
+ * was abandoned (journal_settle.c), -ETIMEDOUT. */
+int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms);
 
 /* Unfinished entries (owned ones included). */
 size_t journal_pending(struct journal *j);

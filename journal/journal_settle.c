@@ -17,12 +17,21 @@
  *                                    upload the pinned old destination back if there
  *                                    was one -> before
  *
+ *   upload (id, new bytes, old_version, pin of the old image if it replaces one)
+ *     GET id finds the old image   -> DELETE it, then upload the new bytes -> after
+ *     GET id finds another image   -> the upload landed (its reply was lost) -> after
+ *     GET id finds nothing          -> upload the new bytes -> after
+ *     the API refuses the new bytes -> the old image is uploaded back if there was one,
+ *                                     the new bytes go to lost_dir -> abandoned
+ *
  * Any other failure (server down, 429, timeouts) leaves the entry for a later attempt.
  * Abandoned, only when the API refuses the pinned bytes themselves (400/415/413: EINVAL,
  * EFBIG; retrying can never succeed): the pin is moved to lost_dir as
  * "<id with '/' as '%2F'>.<seq>" and one log line names it.
  *
- * The background thread settles deferred entries oldest first, one at a time, with
+ * JOURNAL_WORKERS threads settle deferred and queued entries oldest first, several at
+ * once but never two entries that name the same id (either side of a rename), so the
+ * operations on one path run in the order they were journaled; with
  * backoff from JOURNAL_BACKOFF_MIN_MS doubling to JOURNAL_BACKOFF_MAX_MS; every request
  * goes through the API client, whose rate limiter bounds the rate with the mount's own
  * traffic. One log line per entry it finishes or abandons.
@@ -37,11 +46,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static int upload_pin(struct journal *j, const struct jentry *e, struct api_err *err)
+/* Uploads a pin of e (the old image, or with `fresh` the write-back bytes) under e->id;
+ * out (nullable) receives the stored image. */
+static int upload_pin(struct journal *j, const struct jentry *e, int fresh, struct api_image *out,
+		      struct api_err *err)
 {
 	char pin[64];
 	int fd;
-	journal_pin_name(e->seq, pin, sizeof(pin));
+	if (fresh)
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+	else
+		journal_pin_name(e->seq, pin, sizeof(pin));
 	int rc = cache_pin_open(j->cache, pin, &fd);
 	if (rc < 0)
 		return rc;
@@ -56,9 +71,13 @@ static int upload_pin(struct journal *j, const struct jentry *e, struct api_err 
 	struct api_image img;
 	rc = api_image_upload(j->api, &up, &img, err);
 	close(fd);
-	if (rc == 0)
+	if (rc == -EEXIST) /* an image is there again: someone's, or ours */
+		rc = out ? api_image_get(j->api, e->id, out, err) : 0;
+	else if (rc == 0 && out)
+		*out = img;
+	else if (rc == 0)
 		api_image_release(&img);
-	return rc == -EEXIST ? 0 : rc; /* an image is there again: someone's, or ours */
+	return rc;
 }
 
 static void lost_name(const struct jentry *e, const char *dir, char *buf, size_t len)
@@ -74,10 +93,13 @@ static void lost_name(const struct jentry *e, const char *dir, char *buf, size_t
 		 (unsigned long long)e->seq);
 }
 
-static int abandon(struct journal *j, const struct jentry *e, const struct api_err *err)
+static int abandon(struct journal *j, const struct jentry *e, int fresh, const struct api_err *err)
 {
 	char dest[4096], pin[64], why[300];
-	journal_pin_name(e->seq, pin, sizeof(pin));
+	if (fresh)
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+	else
+		journal_pin_name(e->seq, pin, sizeof(pin));
 	mkdir(j->lost_dir, 0700);
 	lost_name(e, j->lost_dir, dest, sizeof(dest));
 	int rc = cache_pin_export(j->cache, pin, dest);
@@ -85,10 +107,8 @@ static int abandon(struct journal *j, const struct jentry *e, const struct api_e
 		return rc; /* kept pinned: retried, never dropped */
 	snprintf(why, sizeof(why), "HTTP %ld, code %d: %s", err->http_status, err->cf_code,
 		 err->message);
-	journal_logf(j, 0,
-		     "abandoned restoring 'images/%s': the API refuses its bytes (%s); they are "
-		     "kept in '%s'",
-		     e->id, why, dest);
+	journal_logf(j, 0, "abandoned %s 'images/%s': the API refuses its bytes (%s); they are kept in '%s'",
+		     fresh ? "uploading" : "restoring", e->id, why, dest);
 	pthread_mutex_lock(&j->lock);
 	size_t need = strlen(e->id) + 9;
 	char *p = realloc(j->abandoned, j->abandoned_len + need + 1);
@@ -96,6 +116,10 @@ static int abandon(struct journal *j, const struct jentry *e, const struct api_e
 		j->abandoned = p;
 		j->abandoned_len += (size_t)snprintf(p + j->abandoned_len, need + 1,
 						     "images/%s\n", e->id);
+	}
+	if (fresh && (p = realloc(j->failed_ids, j->failed_len + need + 1))) {
+		j->failed_ids = p;
+		j->failed_len += (size_t)snprintf(p + j->failed_len, need + 1, "%s\n", e->id);
 	}
 	pthread_mutex_unlock(&j->lock);
 	return 0;
@@ -107,11 +131,11 @@ static int settle_missing(struct journal *j, struct jentry *e)
 	struct api_err err;
 	if (!e->pinned)
 		return JOURNAL_BEFORE;
-	int rc = upload_pin(j, e, &err);
+	int rc = upload_pin(j, e, 0, NULL, &err);
 	if (rc == 0)
 		return JOURNAL_BEFORE;
 	if ((rc == -EINVAL || rc == -EFBIG) && err.http_status >= 400 && err.http_status < 500 &&
-	    abandon(j, e, &err) == 0)
+	    abandon(j, e, 0, &err) == 0)
 		return JOURNAL_ABANDONED;
 	return rc;
 }
@@ -128,9 +152,64 @@ static int settle_rename_after(struct journal *j, struct jentry *e)
 	return rc;
 }
 
+static int refused(int rc, const struct api_err *err)
+{
+	return (rc == -EINVAL || rc == -EFBIG) && err->http_status >= 400 && err->http_status < 500;
+}
+
+/* Write-back: the new bytes end up under id (or, refused, the old image is back). */
+static int settle_upload(struct journal *j, struct jentry *e, struct api_image *out)
+{
+	struct api_err err;
+	int rc = api_image_get(j->api, e->id, out, &err);
+	if (rc == 0 && !(e->old_version && out->uploaded_ms == e->old_version))
+		return JOURNAL_AFTER; /* stored (a lost reply, or the retry of one) */
+	if (rc == 0) {
+		api_image_release(out);
+		if ((rc = api_image_delete(j->api, e->id, &err)) < 0 && rc != -ENOENT)
+			return rc;
+	} else if (rc != -ENOENT) {
+		return rc;
+	}
+	rc = upload_pin(j, e, 1, out, &err);
+	if (rc == 0)
+		return JOURNAL_AFTER;
+	if (!refused(rc, &err))
+		return rc;
+	struct api_err oerr;
+	int orc = e->pinned ? upload_pin(j, e, 0, NULL, &oerr) : 0;
+	if (orc < 0 && !refused(orc, &oerr))
+		return orc; /* the old image is not back yet: retried */
+	return abandon(j, e, 1, &err) == 0 ? JOURNAL_ABANDONED : -EIO;
+}
+
+/* Calls on_upload with the stored bytes (before the entry leaves the table). */
+static void notify_upload(struct journal *j, const struct jentry *e, const struct api_image *img)
+{
+	char pin[64];
+	int fd = -1;
+	if (!j->on_upload)
+		return;
+	journal_newpin_name(e->seq, pin, sizeof(pin));
+	if (img && cache_pin_open(j->cache, pin, &fd) < 0)
+		fd = -1;
+	j->on_upload(j->arg, e->id, img, fd);
+	if (fd >= 0)
+		close(fd);
+}
+
 /* Reads the account and finishes what the entry needs; > 0 state or -errno. */
 static int settle_entry(struct journal *j, struct jentry *e)
 {
+	if (e->op == JOURNAL_UPLOAD) {
+		struct api_image img;
+		memset(&img, 0, sizeof(img));
+		int rc = settle_upload(j, e, &img);
+		if (rc > 0)
+			notify_upload(j, e, rc == JOURNAL_AFTER ? &img : NULL);
+		api_image_release(&img);
+		return rc;
+	}
 	struct api_image img;
 	struct api_err err;
 	int rc = api_image_get(j->api, e->id, &img, &err);
@@ -171,6 +250,11 @@ static void log_settled(struct journal *j, const struct jentry *e, int state)
 {
 	if (state == JOURNAL_ABANDONED)
 		return; /* abandon() logged it */
+	if (e->op == JOURNAL_UPLOAD) {
+		if (e->attempts > 0 || e->replayed)
+			journal_logf(j, 1, "recovered 'images/%s': the pending upload is stored", e->id);
+		return;
+	}
 	if (e->op == JOURNAL_REPLACE)
 		journal_logf(j, 1, "recovered 'images/%s': %s", e->id,
 			     state == JOURNAL_BEFORE ? "the previous image is back"
@@ -185,12 +269,31 @@ static void log_settled(struct journal *j, const struct jentry *e, int state)
 			     e->src, e->id);
 }
 
+/* Bloom filter of the ids named by entries earlier in the list: an entry is eligible
+ * only when none of its ids is (false positives only delay it until those finish). */
+#define ORDER_BITS 4096
+static int order_test_set(uint64_t *bits, uint64_t h)
+{
+	if (!h)
+		return 0;
+	unsigned a = (unsigned)(h % ORDER_BITS), b = (unsigned)((h >> 32) % ORDER_BITS);
+	int hit = (bits[a / 64] >> (a % 64) & 1) && (bits[b / 64] >> (b % 64) & 1);
+	bits[a / 64] |= 1ULL << (a % 64);
+	bits[b / 64] |= 1ULL << (b % 64);
+	return hit;
+}
+
 static struct jentry *next_due_locked(struct journal *j, int64_t *wait_ms)
 {
+	uint64_t bits[ORDER_BITS / 64];
 	struct jentry *best = NULL;
-	for (struct jentry *e = j->head; e; e = e->next)
-		if (!e->owned && !e->busy && (!best || e->next_ms < best->next_ms))
+	memset(bits, 0, sizeof(bits));
+	for (struct jentry *e = j->head; e; e = e->next) {
+		int blocked = order_test_set(bits, e->hash);
+		blocked |= order_test_set(bits, e->src_hash);
+		if (!blocked && !e->owned && !e->busy && (!best || e->next_ms < best->next_ms))
 			best = e;
+	}
 	*wait_ms = best ? best->next_ms - journal_now_ms() : -1;
 	return best;
 }
@@ -260,12 +363,16 @@ int journal_start(struct journal *j)
 	pthread_mutex_lock(&j->lock);
 	int64_t now = journal_now_ms();
 	for (struct jentry *e = j->head; e; e = e->next)
-		e->next_ms = now;
+		e->next_ms = now, e->replayed = 1;
 	pthread_mutex_unlock(&j->lock);
-	int rc = pthread_create(&j->thread, NULL, settle_thread, j);
-	if (rc != 0)
-		return -rc;
-	j->running = 1;
+	for (int i = 0; i < JOURNAL_WORKERS; i++) {
+		int rc = pthread_create(&j->threads[i], NULL, settle_thread, j);
+		if (rc != 0) {
+			journal_logf(j, 0, "cannot start journal worker: %s", strerror(rc));
+			return i ? 0 : -rc;
+		}
+		j->running = i + 1;
+	}
 	return 0;
 }
 
@@ -278,7 +385,8 @@ void journal_close(struct journal *j)
 		j->stop = 1;
 		pthread_cond_broadcast(&j->cond);
 		pthread_mutex_unlock(&j->lock);
-		pthread_join(j->thread, NULL);
+		for (int i = 0; i < j->running; i++)
+			pthread_join(j->threads[i], NULL);
 	}
 	while (j->head) {
 		struct jentry *e = j->head;
@@ -289,6 +397,7 @@ void journal_close(struct journal *j)
 		close(j->dirfd);
 	free(j->lost_dir);
 	free(j->abandoned);
+	free(j->failed_ids);
 	pthread_cond_destroy(&j->cond);
 	pthread_mutex_destroy(&j->lock);
 	free(j);
@@ -332,5 +441,56 @@ int journal_wait(struct journal *j, int64_t timeout_ms, char **failed)
 		*failed = text;
 	else
 		free(text);
+	return rc;
+}
+
+static int names_id(const struct jentry *e, uint64_t h, const char *id)
+{
+	return (e->hash == h && !strcmp(e->id, id)) ||
+	       (e->src && e->src_hash == h && !strcmp(e->src, id));
+}
+
+/* 1 when "<id>\n" is a line of the failed-uploads list. */
+static int failed_has_locked(struct journal *j, const char *id)
+{
+	size_t n = strlen(id);
+	for (const char *p = j->failed_ids; p && *p;) {
+		const char *nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		if ((size_t)(nl - p) == n && !memcmp(p, id, n))
+			return 1;
+		p = nl + 1;
+	}
+	return 0;
+}
+
+int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms)
+{
+	uint64_t h = journal_hash(id);
+	int64_t deadline = journal_now_ms() + timeout_ms;
+	int rc = 0;
+	pthread_mutex_lock(&j->lock);
+	for (;;) {
+		int found = 0;
+		for (struct jentry *e = j->head; e; e = e->next)
+			if (names_id(e, h, id)) {
+				found = 1;
+				if (!e->owned && !e->busy && e->next_ms > journal_now_ms())
+					e->next_ms = journal_now_ms();
+			}
+		if (!found)
+			break;
+		int64_t left = deadline - journal_now_ms();
+		if (left <= 0) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		pthread_cond_broadcast(&j->cond);
+		wait_locked(j, left < 200 ? left : 200);
+	}
+	if (rc == 0 && failed_has_locked(j, id))
+		rc = -EIO;
+	pthread_mutex_unlock(&j->lock);
 	return rc;
 }
