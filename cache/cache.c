@@ -567,6 +567,7 @@ void cache_stats_get(struct cache *c, struct cache_stats *out)
 	pthread_mutex_lock(&c->lock);
 	*out = c->st;
 	pthread_mutex_unlock(&c->lock);
+	out->max_bytes = c->max_bytes;
 }
 
 /* Loads the scanned entries (oldest first) and evicts down to a possibly smaller cap. */

@@ -71,6 +71,7 @@ struct cache_stats {
 	/* misses include callers that waited on another's fill; fills counts fill calls;
 	 * evictions counts blobs dropped for the cap (not cache_remove). */
 	uint64_t hits, misses, fills, evictions;
+	uint64_t max_bytes; /* the cap (cache_config.max_bytes) */
 };
 void cache_stats_get(struct cache *c, struct cache_stats *out);
 
