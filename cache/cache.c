@@ -569,6 +569,7 @@ void cache_stats_get(struct cache *c, struct cache_stats *out)
 	out->pinned_bytes = c->pinned_bytes;
 	out->pinned = c->pinned;
 	pthread_mutex_unlock(&c->lock);
+	out->max_bytes = c->max_bytes;
 }
 
 /* Loads the scanned entries (oldest first) and evicts down to a possibly smaller cap. */

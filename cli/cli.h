@@ -30,4 +30,7 @@ int cli_ctl_read(const char *mount, const char *name, char **out, size_t *len);
  * returns -1. */
 int cli_ctl_write(const char *mount, const char *name, const char *data);
 
+/* Verbs (one file each). */
+int cli_cmd_sync(int argc, char **argv); /* cmd_sync.c */
+
 #endif

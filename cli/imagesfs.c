@@ -23,6 +23,7 @@ struct cli_verb {
 
 /* One row per verb; each verb's file declares its function here. */
 static const struct cli_verb cli_verbs[] = {
+    {"sync", cli_cmd_sync, "sync MOUNT    wait for pending uploads; non-zero naming failed paths"},
     {NULL, NULL, NULL},
 };
 

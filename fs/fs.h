@@ -44,7 +44,7 @@ struct journal; /* journal/journal.h */
 
 #define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
 #define FS_NEG_TIMEOUT 1.0	     /* seconds a negative lookup is cached by the kernel */
-#define FS_STATS_TTL_MS 5000	     /* statfs answers reuse api_stats_get this long */
+#define FS_STATS_TTL_MS 5000	     /* statfs reuses api_stats_get this long, <= dir_ttl */
 /* A listing or remote lookup that failed (server unreachable, timed out, 5xx) is answered
  * with the same error this long, so a tool that asks twice in a row (cp: openat, then stat)
  * or many waiters of one failed listing do not each wait out the network bound again. */
@@ -65,6 +65,8 @@ enum fs_kind {
 	FS_K_KEYDIR,
 	FS_K_KEY,
 	FS_K_STATS,
+	FS_K_CTLDIR, /* .imagesfs/ (fs_control.c) */
+	FS_K_CTL,    /* a control file in it */
 };
 
 /* Node flags. */
@@ -87,6 +89,8 @@ enum fs_kind {
 #define FS_NF_NAMEHEAP 0x1000
 /* FS_NF_WB: an upload of this image is journaled, not yet stored (fs_writeback.c). */
 #define FS_NF_WB 0x2000
+/* FS_NF_UPLOADING: an upload of this image's bytes is running (user.state "uploading"). */
+#define FS_NF_UPLOADING 0x8000
 
 struct fs_wstate;
 
@@ -97,6 +101,7 @@ struct fs_img_extra {
 	char *filename;	     /* NULL = basename (or none, see FS_NF_NOFILENAME) */
 	char *variants_raw;  /* "url\n"..., only with FS_NF_VARRAW */
 	struct fs_wstate *w; /* staging state while being written; not owned (see fs_upload.c) */
+	char *fail;	     /* "<ERRNO>: <API message>" of the last failed upload, NULL = none */
 };
 
 struct fs_node {
@@ -151,6 +156,10 @@ struct fs_listing {
 	uint32_t gen;
 	int64_t fail_ms;  /* monotonic ms of the last failed listing (FS_FAIL_HOLD_MS) */
 	int fail_rc;	  /* its -errno */
+	/* Refresh requests (.imagesfs/refresh, SIGHUP) made, seen when the last successful
+	 * listing started, and seen when the listing in flight started: stale while a request
+	 * is newer than the last listing's start. */
+	unsigned drops, drops_listed, drops_start;
 };
 
 /* The last remote lookup that failed, answered again for FS_FAIL_HOLD_MS. */
@@ -199,6 +208,12 @@ struct fs_ctx {
 	int64_t statfs_ms; /* monotonic ms of the cached stats, 0 = none fresh */
 	struct api_stats statfs_cache; /* last stats: statfs, or the mount-time account check */
 	uint32_t skipped_ids; /* listed ids that cannot be shown as paths */
+	/* Known images re-checked by GET since the images listing went stale (fs_images.c:
+	 * once they cost as much as a listing, the next re-check lists instead). */
+	uint32_t rechecks;
+	/* Set by the SIGHUP handler (no lock: async-signal-safe); fs_listing_stale_locked
+	 * turns it into a refresh of every listing. */
+	atomic_int hup;
 
 	/* Kernel dentry invalidations, sent by their own thread (never from a request
 	 * handler: that can deadlock). Guarded by lock. */
@@ -220,7 +235,7 @@ struct fs_tomb {
 };
 
 /* Per-open state, stored in fi->fh. */
-enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR };
+enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR, FS_FH_CTL };
 
 struct fs_fh {
 	int kind;
@@ -228,6 +243,7 @@ struct fs_fh {
 	struct fs_node *node; /* kept alive by nopen */
 	int fd;		      /* FS_FH_BLOB: read-only cache fd, -1 = empty file */
 	struct fs_wstate *w;  /* FS_FH_STAGED */
+	int ctl;	      /* FS_FH_CTL: index in the control-file table */
 	char *buf;	      /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
 	size_t len, cap;
 	int dirty, is_new;
@@ -245,8 +261,25 @@ int fs_log_open_file(const char *path);
 void fs_log_close_file(void);
 void fs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fs_log_debug_enabled(void);
-/* One line "imagesfs: cannot OP 'PATH': <api error>" and returns the mapped -errno. */
+/* One line "imagesfs: cannot OP 'PATH': <api error>" and returns the mapped -errno. The
+ * failure is also kept in the error log below. */
 int fs_log_api(const char *op, const char *path, int rc, const struct api_err *err);
+/* The last FS_ERRLOG_MAX failures (.imagesfs/errors), guarded by the log's own lock. */
+#define FS_ERRLOG_MAX 100
+struct fs_errlog_entry {
+	int64_t wall_ms; /* Unix epoch ms */
+	char op[24];
+	char path[1040];
+	int err; /* positive errno */
+	long http_status;
+	int cf_code;
+	char message[256];
+};
+/* Copies the kept failures, oldest first, into out (room for FS_ERRLOG_MAX; nullable);
+ * returns how many. *total (nullable) receives the failures recorded since the mount. */
+size_t fs_errlog_snapshot(struct fs_errlog_entry *out, uint64_t *total);
+/* "EINVAL" for EINVAL; "E<number>" for an errno without a name. buf: >= 16 bytes. */
+const char *fs_errno_name(int err, char *buf, size_t len);
 
 /* ---- fs_node.c: inode table (all _locked functions need fs->lock) ------------ */
 int fs_table_init(struct fs_ctx *fs);
@@ -281,6 +314,8 @@ char *fs_node_path_locked(struct fs_ctx *fs, struct fs_node *n);
 int fs_node_in_images(const struct fs_node *n);
 void fs_node_attr_locked(struct fs_ctx *fs, const struct fs_node *n, struct stat *st);
 double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
+/* Entry timeout: dir_ttl, capped for listed names by how long the listing stays fresh. */
+double fs_node_entry_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
 /* Attribute timeout of a readdirplus entry (see fs_node.c: FS_NF_KSTALE). */
 double fs_node_dirplus_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
 /* Fills e for a reply and counts one lookup. */
@@ -289,7 +324,16 @@ int fs_name_valid(const char *name);
 
 /* ---- fs_list.c: the images listing ------------------------------------------ */
 int64_t fs_now_ms(void); /* monotonic */
-int fs_listing_stale_locked(struct fs_ctx *fs, const struct fs_listing *l);
+/* Stale: never listed, older than dir_ttl, or dropped (refresh/SIGHUP, applied here). */
+int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l);
+/* Seconds the listing stays fresh (0 when stale): a cap on what the kernel may cache. */
+double fs_listing_left_locked(struct fs_ctx *fs, const struct fs_listing *l);
+#define FS_DROP_IMAGES 1
+#define FS_DROP_VARIANTS 2
+#define FS_DROP_KEYS 4
+#define FS_DROP_ALL 7
+/* Marks the listings in mask (FS_DROP_*) stale, and statfs's stats with them. */
+void fs_listings_drop_locked(struct fs_ctx *fs, int mask);
 int fs_images_refresh(struct fs_ctx *fs, int force);
 /* Applies an API image to the table (creating nodes for its path). Returns the image node,
  * or NULL when the id cannot be shown as a path. */
@@ -305,8 +349,18 @@ void fs_var_names_add_locked(struct fs_ctx *fs, const char *name);
 void fs_var_names_del_locked(struct fs_ctx *fs, const char *name);
 void fs_var_free_locked(struct fs_ctx *fs);
 
+/* Before lookup, getattr, getxattr or open answer for n (below images/, kept alive by the
+ * caller): when the images listing is older than dir_ttl, re-checks n by listing again or by
+ * one GET of that image, whichever costs fewer requests (see fs_list.c). 0: n answers
+ * (possibly updated; also when the API cannot be reached, from the table); -ENOENT: the
+ * image is gone and n left the table. */
+int fs_img_recheck(struct fs_ctx *fs, struct fs_node *n);
+/* Whether n is a listed name that fs_img_recheck would check now. */
+int fs_img_recheck_due_locked(struct fs_ctx *fs, struct fs_node *n);
+
 /* ---- fs_images.c: lookup and reading ----------------------------------------- */
 void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name);
+
 void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi);
 void fs_img_read(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off);
 /* Gets a read-only fd on the blob of (id, version) through the cache (downloading once). */
@@ -343,6 +397,7 @@ void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd)
 
 /* ---- fs_writeback.c: -o writeback ---------------------------------------------- */
 #define FS_WB_DRAIN_MS 60000 /* a clean unmount waits this long for pending uploads */
+#define FS_SYNC_WAIT_MS (10 * 60 * 1000) /* .imagesfs/sync waits at most this long */
 /* Journals n's staged bytes for a background upload; 0 once durable, or -errno. */
 int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size);
 /* Wait for a pending write-back upload of the image (node, child, inode) before an
@@ -365,6 +420,9 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len);
 /* malloc'd "name count\n" lines of fs->ops (the FS_XATTR_OPS value); NULL on ENOMEM. */
 char *fs_ops_stats_text(struct fs_ctx *fs);
+/* user.state of an image (malloc'd, NULL on ENOMEM): "stored", "local", "pending",
+ * "uploading" or "failed: <ERRNO>: <API message>". */
+char *fs_img_state_locked(struct fs_ctx *fs, const struct fs_node *n);
 
 /* ---- fs_special.c: variants/, keys/, stats, statfs ----------------------------- */
 int fs_variants_refresh(struct fs_ctx *fs, int force);
@@ -381,6 +439,17 @@ int fs_special_flush(struct fs_ctx *fs, struct fs_fh *fh);
 void fs_special_release(struct fs_ctx *fs, struct fs_fh *fh);
 int fs_special_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name);
 void fs_op_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* ---- fs_control.c: .imagesfs/ (status, errors, refresh) ------------------------ */
+#define FS_CTL_DIR ".imagesfs"
+/* Links .imagesfs/ and its files below the root; call once after fs_table_init. */
+int fs_ctl_init(struct fs_ctx *fs);
+/* Installs the SIGHUP handler (refresh all listings); after fuse_set_signal_handlers. */
+int fs_ctl_signals(struct fs_ctx *fs);
+mode_t fs_ctl_mode(const struct fs_node *n);
+int fs_ctl_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_fh **out);
+void fs_ctl_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);
+ssize_t fs_ctl_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;

@@ -7,6 +7,8 @@
  * directories, which a GET cannot). Negative answers are cached by the kernel for
  * FS_NEG_TIMEOUT.
  *
+ * Known names are re-checked once the listing is older than dir_ttl (fs_list.c).
+ *
  * Reading goes through the blob cache: the first open of a version downloads it once (the
  * cache single-flights concurrent opens), later opens and remounts read the local copy.
  * Content per (id, uploaded) never changes, so the kernel page cache is kept across opens.
@@ -152,8 +154,25 @@ void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 		fuse_reply_err(req, ENAMETOOLONG);
 		return;
 	}
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *known = fs_node_child_locked(fs, dir, name);
+	if (known && fs_img_recheck_due_locked(fs, known))
+		known->nopen++; /* pinned across the re-check */
+	else
+		known = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (known) {
+		fs_img_recheck(fs, known);
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, known);
+		pthread_mutex_unlock(&fs->lock);
+	}
 	if (lookup_table(req, fs, dir, name))
 		return;
+	if (known) { /* re-checked and gone */
+		reply_negative(req);
+		return;
+	}
 	pthread_mutex_lock(&fs->lock);
 	int never = fs->images.fresh_ms == 0;
 	int stale = fs_listing_stale_locked(fs, &fs->images);
@@ -308,7 +327,7 @@ void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fu
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		rc = fs_img_open_write(fs, n, fi, &fh);
-	else
+	else if ((rc = fs_img_recheck(fs, n)) == 0)
 		rc = open_blob(fs, n, &fh, &inval, &kattr);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);

@@ -424,10 +424,13 @@ int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssiz
 
 /* ---- uploading ---------------------------------------------------------------- */
 
-static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_attrs *a,
-		     const char *filename, const char *path, struct api_image *out)
+/* err (nullable) receives the API's detail of a failure. */
+static int upload_fd_err(struct fs_ctx *fs, const char *id, int fd, const struct fs_attrs *a,
+			 const char *filename, const char *path, struct api_image *out,
+			 struct api_err *errp)
 {
-	struct api_err err;
+	struct api_err local;
+	struct api_err *e = errp ? errp : &local;
 	struct api_upload up = {
 	    .id = id,
 	    .fd = fd,
@@ -436,10 +439,16 @@ static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_
 	    .creator = a->creator,
 	    .require_signed_urls = a->rsu ? 1 : -1,
 	};
-	int rc = api_image_upload(fs->api, &up, out, &err);
+	int rc = api_image_upload(fs->api, &up, out, e);
 	if (rc < 0)
-		fs_log_api("upload", path, rc, &err);
+		fs_log_api("upload", path, rc, e);
 	return rc;
+}
+
+static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_attrs *a,
+		     const char *filename, const char *path, struct api_image *out)
+{
+	return upload_fd_err(fs, id, fd, a, filename, path, out, NULL);
 }
 
 static int delete_id(struct fs_ctx *fs, const char *id, const char *path)
@@ -530,13 +539,13 @@ static int journal_replace(struct fs_ctx *fs, const char *id, const char *src_id
  * now or from the journal's background retries. */
 static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, int new_fd,
 			  const struct fs_attrs *old, int64_t old_version, const char *path,
-			  struct api_image *out)
+			  struct api_image *out, struct api_err *err)
 {
 	int old_fd;
 	uint64_t old_size, seq;
 	int rc = fs_blob_fd(fs, id, old_version, path, &old_fd, &old_size);
 	if (rc == -ENOENT) /* gone elsewhere already: a plain upload */
-		return upload_fd(fs, id, new_fd, old, strrchr(path, '/') + 1, path, out);
+		return upload_fd_err(fs, id, new_fd, old, strrchr(path, '/') + 1, path, out, err);
 	if (rc < 0)
 		return rc;
 	rc = journal_replace(fs, id, NULL, old, old_version, old_fd, &seq);
@@ -545,7 +554,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 		return rc; /* nothing deleted: the undo is not durable */
 	int deleted = (rc = delete_id(fs, id, path)) == 0;
 	if (deleted)
-		rc = upload_fd(fs, id, new_fd, old, strrchr(path, '/') + 1, path, out);
+		rc = upload_fd_err(fs, id, new_fd, old, strrchr(path, '/') + 1, path, out, err);
 	if (rc == 0)
 		journal_finish(fs->journal, seq);
 	else
@@ -553,14 +562,36 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 	return rc;
 }
 
+/* user.state after an upload of n: "uploading" ends; a failure is kept as "<ERRNO>: <API
+ * message>" until the next success clears it. */
+static void upload_state_set(struct fs_ctx *fs, struct fs_node *n, int rc,
+			     const struct api_err *err)
+{
+	char text[320], nb[16];
+	if (rc < 0)
+		snprintf(text, sizeof(text), "%s: %s", fs_errno_name(-rc, nb, sizeof(nb)),
+			 err->message[0] ? err->message : strerror(-rc));
+	pthread_mutex_lock(&fs->lock);
+	n->flags &= ~FS_NF_UPLOADING;
+	struct fs_img_extra *x = rc < 0 ? fs_node_extra_locked(n) : n->u.img;
+	if (x) {
+		free(x->fail);
+		x->fail = rc < 0 ? strdup(text) : NULL;
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
 /* Called with w->lock held. */
 static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 {
 	struct fs_attrs a;
 	struct api_image img;
+	struct api_err err;
 	int rc;
 
+	memset(&err, 0, sizeof(err));
 	pthread_mutex_lock(&fs->lock);
+	n->flags |= FS_NF_UPLOADING;
 	int pending = (n->flags & FS_NF_PENDING) != 0;
 	int64_t version = n->uploaded_ms;
 	char *id = fs_node_id_locked(fs, n);
@@ -569,12 +600,14 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0 || !id || !path) {
 		rc = -ENOMEM;
+		upload_state_set(fs, n, rc, &err);
 		goto out;
 	}
 	if (pending)
-		rc = upload_fd(fs, id, w->fd, &a, n->name, path, &img);
+		rc = upload_fd_err(fs, id, w->fd, &a, n->name, path, &img, &err);
 	else
-		rc = replace_upload(fs, n, id, w->fd, &a, version, path, &img);
+		rc = replace_upload(fs, n, id, w->fd, &a, version, path, &img, &err);
+	upload_state_set(fs, n, rc, &err);
 	if (rc < 0)
 		goto out;
 	if (!pending)

@@ -584,6 +584,8 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		return 1;
 	if (fuse_set_signal_handlers(fs->se) < 0)
 		goto out_destroy;
+	if (fs_ctl_signals(fs) < 0) /* SIGHUP: refresh every listing, not exit */
+		goto out_signals;
 	if (fuse_session_mount(fs->se, fs->cfg.mountpoint) < 0)
 		goto out_signals;
 	fuse_daemonize(fs->cfg.foreground);
@@ -666,7 +668,7 @@ int main(int argc, char *argv[])
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	fs.mount_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-	if (ok && fs_table_init(&fs) == 0 && add_fuse_opts(&fs, &args) == 0)
+	if (ok && fs_table_init(&fs) == 0 && fs_ctl_init(&fs) == 0 && add_fuse_opts(&fs, &args) == 0)
 		rc = run_session(&fs, &args, &creds, rate, cache_bytes);
 out:
 	if (fs.cache)

@@ -673,3 +673,13 @@ int journal_upload_fd(struct journal *j, const char *id, int *fd, uint64_t *size
 		*size = fstat(*fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 	return 0;
 }
+
+size_t journal_pending_uploads(struct journal *j)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&j->lock);
+	for (struct jentry *e = j->head; e; e = e->next)
+		n += e->op == JOURNAL_UPLOAD;
+	pthread_mutex_unlock(&j->lock);
+	return n;
+}

@@ -42,7 +42,7 @@ enum journal_state { JOURNAL_BEFORE = 1, JOURNAL_AFTER = 2, JOURNAL_ABANDONED = 
 #define JOURNAL_BACKOFF_MAX_MS 8000
 /* Worker threads settling entries at once (write-back uploads run in parallel, at most
  * one entry per id at a time, in sequence order per id). */
-#define JOURNAL_WORKERS 4
+#define JOURNAL_WORKERS 8
 
 struct journal_config {
 	const char *dir;      /* journal directory, created 0700 (e.g. <cache_dir>/journal) */
@@ -111,8 +111,9 @@ int journal_upload_fd(struct journal *j, const char *id, int *fd, uint64_t *size
  * was abandoned (journal_settle.c), -ETIMEDOUT. */
 int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms);
 
-/* Unfinished entries (owned ones included). */
+/* Unfinished entries (owned ones included); of them, write-back uploads. */
 size_t journal_pending(struct journal *j);
+size_t journal_pending_uploads(struct journal *j);
 /* Waits until no entry is unfinished, at most timeout_ms (deferred entries are retried
  * at once, without their backoff). Returns 0 when none is left and none was abandoned
  * since the last call; else -ETIMEDOUT (entries left) or -EIO (only abandoned ones) with

@@ -161,7 +161,16 @@ static int refused(int rc, const struct api_err *err)
 static int settle_upload(struct journal *j, struct jentry *e, struct api_image *out)
 {
 	struct api_err err;
-	int rc = api_image_get(j->api, e->id, out, &err);
+	int rc;
+	if (!e->replayed && e->attempts == 0) {
+		/* First attempt of this run: the account is as staging saw it, no GET needed
+		 * (an upload whose reply is lost is recognised by api_image_upload). */
+		if (e->old_version && (rc = api_image_delete(j->api, e->id, &err)) < 0 &&
+		    rc != -ENOENT)
+			return rc;
+		goto upload;
+	}
+	rc = api_image_get(j->api, e->id, out, &err);
 	if (rc == 0 && !(e->old_version && out->uploaded_ms == e->old_version))
 		return JOURNAL_AFTER; /* stored (a lost reply, or the retry of one) */
 	if (rc == 0) {
@@ -171,6 +180,7 @@ static int settle_upload(struct journal *j, struct jentry *e, struct api_image *
 	} else if (rc != -ENOENT) {
 		return rc;
 	}
+upload:
 	rc = upload_pin(j, e, 1, out, &err);
 	if (rc == 0)
 		return JOURNAL_AFTER;
