@@ -13,8 +13,8 @@ source "$(dirname "$0")/rel_lib.sh"
 emu_start
 M=$E2E_T/mnt
 C=$E2E_T/cache
-entries() { find "$C/journal" -name '*.intent' 2>/dev/null | wc -l; }
-pins() { find "$C/v1/pin" -type f 2>/dev/null | wc -l; }
+entries() { { find "$C/journal" -name '*.intent' 2>/dev/null || true; } | wc -l; }
+pins() { { find "$C/v1/pin" -type f 2>/dev/null || true; } | wc -l; }
 make_png "$E2E_T/old.png" 30 30 1
 make_png "$E2E_T/new.png" 31 31 2
 

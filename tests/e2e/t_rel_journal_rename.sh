@@ -14,8 +14,8 @@ emu_start
 M=$E2E_T/mnt
 C=$E2E_T/cache
 rel_mount "$M" "$EMU_URL" "dir_ttl=1"
-entries() { find "$C/journal" -name '*.intent' | wc -l; }
-pins() { find "$C/v1/pin" -type f | wc -l; }
+entries() { { find "$C/journal" -name '*.intent' 2>/dev/null || true; } | wc -l; }
+pins() { { find "$C/v1/pin" -type f 2>/dev/null || true; } | wc -l; }
 
 make_png "$E2E_T/a.png" 20 20 1
 api_curl v1 -F "file=@$E2E_T/a.png;filename=a.png" -F "id=a.png" -F 'metadata={"m":1}' \
@@ -27,11 +27,12 @@ fault_add '{"op":"images.delete","mode":"status","status":503}'
 mv "$M/images/a.png" "$M/images/b.png" || fail "mv exited non-zero although b.png was stored"
 api_blob b.png "$E2E_T/got" && cmp -s "$E2E_T/a.png" "$E2E_T/got" || fail "b.png not stored"
 api_has_id a.png || fail "a.png already gone: the fault did not hold the delete"
-expect_eq "journal entries while deletes fail" "$(entries)" 1
+n_entries=$(entries)
 sleep 1.2 # past dir_ttl: the next ls lists the account again (a.png is still there)
 ls "$M/images" | grep -qxF a.png && fail "the mount shows the old name a.png again"
 [[ -e $M/images/a.png ]] && fail "a lookup of the old name a.png finds it"
 ls "$M/images" | grep -qxF b.png || fail "b.png not listed"
+expect_eq "journal entries while deletes fail" "$n_entries" 1
 
 log "deletes accepted again: the old id goes without user action"
 faults_clear

@@ -20,8 +20,8 @@ emu_start --latency-ms 100
 M=$E2E_T/mnt
 C=$E2E_T/cache
 OPTS="writeback,rate_limit=off"
-entries() { find "$C/journal" -name '*.intent' 2>/dev/null | wc -l; }
-pins() { find "$C/v1/pin" -type f 2>/dev/null | wc -l; }
+entries() { { find "$C/journal" -name '*.intent' 2>/dev/null || true; } | wc -l; }
+pins() { { find "$C/v1/pin" -type f 2>/dev/null || true; } | wc -l; }
 SYNC=$IMAGESFS_BIN/imagesfs
 
 # gen DIR COUNT PREFIX: COUNT distinct small PNGs DIR/PREFIX-<i>.png, in one process.
