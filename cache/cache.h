@@ -72,7 +72,7 @@ struct cache_stats {
 	 * evictions counts blobs dropped for the cap (not cache_remove). */
 	uint64_t hits, misses, fills, evictions;
 	uint64_t pinned_bytes, pinned; /* bytes and files held by cache_pin */
-	uint64_t max_bytes; /* the cap (cache_config.max_bytes) */
+	uint64_t max_bytes;	       /* the cap (cache_config.max_bytes) */
 };
 void cache_stats_get(struct cache *c, struct cache_stats *out);
 

@@ -30,8 +30,8 @@ int cli_cmd_sync(int argc, char **argv)
 		p += l + 1;
 	}
 	if (failed)
-		fprintf(stderr, "imagesfs: %d path%s of '%s' failed\n", failed, failed == 1 ? "" : "s",
-			argv[1]);
+		fprintf(stderr, "imagesfs: %d path%s of '%s' failed\n", failed,
+			failed == 1 ? "" : "s", argv[1]);
 	free(text);
 	return failed ? 1 : 0;
 }

@@ -396,7 +396,7 @@ int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a);
 void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd);
 
 /* ---- fs_writeback.c: -o writeback ---------------------------------------------- */
-#define FS_WB_DRAIN_MS 60000 /* a clean unmount waits this long for pending uploads */
+#define FS_WB_DRAIN_MS 60000		 /* a clean unmount waits this long for pending uploads */
 #define FS_SYNC_WAIT_MS (10 * 60 * 1000) /* .imagesfs/sync waits at most this long */
 /* Journals n's staged bytes for a background upload; 0 once durable, or -errno. */
 int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size);

@@ -464,8 +464,8 @@ static int delete_id(struct fs_ctx *fs, const char *id, const char *path)
 
 /* After journal_settle put the old image back under id (a new version): the node shows
  * it again, and the bytes already cached under the old version serve the new one. */
-static void node_restored(struct fs_ctx *fs, struct fs_node *n, const char *id,
-			  int64_t old_version, const char *path)
+static void node_restored(struct fs_ctx *fs, struct fs_node *n, const char *id, int64_t old_version,
+			  const char *path)
 {
 	struct api_image img;
 	struct api_err err;
@@ -803,8 +803,8 @@ static void rename_delete_src(struct fs_ctx *fs, struct rn_side *src, const char
 	}
 	journal_defer(fs->journal, seq);
 	fs_log(FS_LOG_WARN,
-	       "renamed '%s' to '%s'; the old id is deleted in the background (journal)",
-	       src->path, dpath);
+	       "renamed '%s' to '%s'; the old id is deleted in the background (journal)", src->path,
+	       dpath);
 }
 
 /* Upload under the destination id, then delete the source. The intent (with the bytes of

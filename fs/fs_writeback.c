@@ -64,7 +64,8 @@ void fs_wb_on_upload(void *arg, const char *id, const struct api_image *img, int
 			n->flags |= FS_NF_SIZE;
 			n->gen = fs->images.gen;
 		} else if (!(n->u.img && n->u.img->w)) {
-			fs_node_drop_locked(fs, n); /* refused: the next lookup shows what is stored */
+			fs_node_drop_locked(fs,
+					    n); /* refused: the next lookup shows what is stored */
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);

@@ -532,14 +532,13 @@ static int journal_open_cfg(struct fs_ctx *fs)
 	char dir[4096], lost[4096];
 	snprintf(dir, sizeof(dir), "%s/journal", fs->cfg.cache_dir);
 	snprintf(lost, sizeof(lost), "%s/lost+found", fs->cfg.cache_dir);
-	struct journal_config jc = {
-	    .dir = dir,
-	    .lost_dir = lost,
-	    .api = fs->api,
-	    .cache = fs->cache,
-	    .log = journal_log,
-	    .on_upload = fs_wb_on_upload,
-	    .arg = fs};
+	struct journal_config jc = {.dir = dir,
+				    .lost_dir = lost,
+				    .api = fs->api,
+				    .cache = fs->cache,
+				    .log = journal_log,
+				    .on_upload = fs_wb_on_upload,
+				    .arg = fs};
 	int rc = journal_open(&jc, &fs->journal);
 	if (rc == 0 && journal_pending(fs->journal) > 0)
 		fs_log(FS_LOG_WARN, "replaying %zu unfinished journal entries in the background",

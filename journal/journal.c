@@ -89,8 +89,8 @@ static int esc_put(FILE *f, const char *key, const char *s)
 	if (!*s || (s[0] == '-' && !s[1])) /* "" and "-" are escaped so "-" means NULL */
 		return fprintf(f, "%s\n", *s ? "%2D" : "%") < 0 ? -1 : 0;
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		int r = (*p <= ' ' || *p > '~' || *p == '%') ? fprintf(f, "%%%02X", *p)
-							      : fputc(*p, f);
+		int r =
+		    (*p <= ' ' || *p > '~' || *p == '%') ? fprintf(f, "%%%02X", *p) : fputc(*p, f);
 		if (r < 0)
 			return -1;
 	}
@@ -253,8 +253,7 @@ int journal_entry_remove(struct journal *j, const struct jentry *e)
 	return 0;
 }
 
-static int parse_field(struct jentry *e, const char *key, const char *val, int *bad,
-		       int *version)
+static int parse_field(struct jentry *e, const char *key, const char *val, int *bad, int *version)
 {
 	char *end;
 	if (!strcmp(key, "imagesfs-intent")) {
@@ -546,7 +545,8 @@ static void unpin_intent(struct journal *j, struct jentry *e)
 int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *seq)
 {
 	if (!in || !in->id || in->op < JOURNAL_REPLACE || in->op > JOURNAL_UPLOAD ||
-	    (in->op == JOURNAL_RENAME && !in->src_id) || (in->op == JOURNAL_UPLOAD && in->new_fd < 0))
+	    (in->op == JOURNAL_RENAME && !in->src_id) ||
+	    (in->op == JOURNAL_UPLOAD && in->new_fd < 0))
 		return -EINVAL;
 	struct jentry *e = calloc(1, sizeof(*e));
 	if (!e)
@@ -613,8 +613,7 @@ void journal_finish(struct journal *j, uint64_t seq)
 		return;
 	int rc = journal_entry_remove(j, e);
 	if (rc < 0) /* stays on disk: the next mount settles it again (idempotent) */
-		journal_logf(j, 1, "cannot remove journal entry of '%s': %s", e->id,
-			     strerror(-rc));
+		journal_logf(j, 1, "cannot remove journal entry of '%s': %s", e->id, strerror(-rc));
 	pthread_mutex_lock(&j->lock);
 	journal_unlist_locked(j, e);
 	pthread_mutex_unlock(&j->lock);

@@ -45,8 +45,8 @@ enum journal_state { JOURNAL_BEFORE = 1, JOURNAL_AFTER = 2, JOURNAL_ABANDONED = 
 #define JOURNAL_WORKERS 8
 
 struct journal_config {
-	const char *dir;      /* journal directory, created 0700 (e.g. <cache_dir>/journal) */
-	const char *lost_dir; /* where abandoned bytes go (e.g. <cache_dir>/lost+found) */
+	const char *dir;	/* journal directory, created 0700 (e.g. <cache_dir>/journal) */
+	const char *lost_dir;	/* where abandoned bytes go (e.g. <cache_dir>/lost+found) */
 	struct api_client *api; /* borrowed; outlives the journal */
 	struct cache *cache;	/* borrowed; holds the pins */
 	/* One log line; level 0 error, 1 warning, 2 info, 3 debug. NULL = silent. */

@@ -24,12 +24,12 @@ struct jentry {
 	uint64_t hash;	/* of id, for per-id ordering (journal_settle.c) */
 	uint64_t src_hash;
 	/* Guarded by journal->lock. */
-	int owned;	   /* a live operation drives it; the thread leaves it alone */
-	int busy;	   /* the thread is settling it */
-	int src_doomed;	   /* rename: the upload is done, src will be deleted (hidden) */
-	int attempts;	   /* background attempts so far */
-	int replayed;	   /* loaded at journal_open: left by an earlier run */
-	int64_t next_ms;   /* monotonic ms of the next background attempt */
+	int owned;	     /* a live operation drives it; the thread leaves it alone */
+	int busy;	     /* the thread is settling it */
+	int src_doomed;	     /* rename: the upload is done, src will be deleted (hidden) */
+	int attempts;	     /* background attempts so far */
+	int replayed;	     /* loaded at journal_open: left by an earlier run */
+	int64_t next_ms;     /* monotonic ms of the next background attempt */
 	struct jentry *next; /* sorted by seq */
 };
 
@@ -49,7 +49,7 @@ struct journal {
 	uint64_t next_seq;   /* guarded by lock */
 	char *abandoned;     /* guarded by lock: "images/<id>\n" lines since journal_wait */
 	size_t abandoned_len;
-	char *failed_ids;    /* guarded by lock: "<id>\n" of abandoned uploads (wait_id) */
+	char *failed_ids; /* guarded by lock: "<id>\n" of abandoned uploads (wait_id) */
 	size_t failed_len;
 	pthread_t threads[JOURNAL_WORKERS];
 	int running, stop; /* guarded by lock */

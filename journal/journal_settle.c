@@ -107,15 +107,16 @@ static int abandon(struct journal *j, const struct jentry *e, int fresh, const s
 		return rc; /* kept pinned: retried, never dropped */
 	snprintf(why, sizeof(why), "HTTP %ld, code %d: %s", err->http_status, err->cf_code,
 		 err->message);
-	journal_logf(j, 0, "abandoned %s 'images/%s': the API refuses its bytes (%s); they are kept in '%s'",
-		     fresh ? "uploading" : "restoring", e->id, why, dest);
+	journal_logf(
+	    j, 0, "abandoned %s 'images/%s': the API refuses its bytes (%s); they are kept in '%s'",
+	    fresh ? "uploading" : "restoring", e->id, why, dest);
 	pthread_mutex_lock(&j->lock);
 	size_t need = strlen(e->id) + 9;
 	char *p = realloc(j->abandoned, j->abandoned_len + need + 1);
 	if (p) {
 		j->abandoned = p;
-		j->abandoned_len += (size_t)snprintf(p + j->abandoned_len, need + 1,
-						     "images/%s\n", e->id);
+		j->abandoned_len +=
+		    (size_t)snprintf(p + j->abandoned_len, need + 1, "images/%s\n", e->id);
 	}
 	if (fresh && (p = realloc(j->failed_ids, j->failed_len + need + 1))) {
 		j->failed_ids = p;
@@ -262,7 +263,8 @@ static void log_settled(struct journal *j, const struct jentry *e, int state)
 		return; /* abandon() logged it */
 	if (e->op == JOURNAL_UPLOAD) {
 		if (e->attempts > 0 || e->replayed)
-			journal_logf(j, 1, "recovered 'images/%s': the pending upload is stored", e->id);
+			journal_logf(j, 1, "recovered 'images/%s': the pending upload is stored",
+				     e->id);
 		return;
 	}
 	if (e->op == JOURNAL_REPLACE)
@@ -270,12 +272,14 @@ static void log_settled(struct journal *j, const struct jentry *e, int state)
 			     state == JOURNAL_BEFORE ? "the previous image is back"
 						     : "the replace had completed");
 	else if (state == JOURNAL_AFTER)
-		journal_logf(j, 1, "recovered the rename of 'images/%s' to 'images/%s': the old "
-				   "id is deleted",
+		journal_logf(j, 1,
+			     "recovered the rename of 'images/%s' to 'images/%s': the old "
+			     "id is deleted",
 			     e->src, e->id);
 	else
-		journal_logf(j, 1, "recovered the rename of 'images/%s' to 'images/%s': it had "
-				   "not happened, both are as before",
+		journal_logf(j, 1,
+			     "recovered the rename of 'images/%s' to 'images/%s': it had "
+			     "not happened, both are as before",
 			     e->src, e->id);
 }
 
@@ -359,8 +363,9 @@ static void *settle_thread(void *arg)
 		if (backoff > JOURNAL_BACKOFF_MAX_MS)
 			backoff = JOURNAL_BACKOFF_MAX_MS;
 		if (e->attempts++ == 0)
-			journal_logf(j, 3, "journal entry of 'images/%s' not settled yet (%s); "
-					   "retrying in the background",
+			journal_logf(j, 3,
+				     "journal entry of 'images/%s' not settled yet (%s); "
+				     "retrying in the background",
 				     e->id, strerror(-rc));
 		e->next_ms = journal_now_ms() + backoff;
 	}
@@ -441,7 +446,8 @@ int journal_wait(struct journal *j, int64_t timeout_ms, char **failed)
 			e->next_ms = journal_now_ms(); /* a waiter is here: no backoff now */
 	pthread_cond_broadcast(&j->cond);
 	while (j->n > 0 && journal_now_ms() < deadline)
-		wait_locked(j, deadline - journal_now_ms() < 200 ? deadline - journal_now_ms() : 200);
+		wait_locked(j,
+			    deadline - journal_now_ms() < 200 ? deadline - journal_now_ms() : 200);
 	int rc = j->n > 0 ? -ETIMEDOUT : j->abandoned_len ? -EIO : 0;
 	char *text = rc < 0 ? failed_text_locked(j) : NULL;
 	pthread_mutex_unlock(&j->lock);

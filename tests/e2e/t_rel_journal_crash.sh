@@ -6,7 +6,7 @@
 # held; after the remount the journal settles in the background and the account must reach
 # the allowed state written in docs/RELIABILITY.md for that point: nothing lost, nothing
 # duplicated, the journal and the cache's pins empty, one recovery log line.
-# shellcheck disable=SC2010,SC2119 # ls is under test; helpers take optional arguments
+# shellcheck disable=SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 

@@ -6,7 +6,7 @@
 # accepts deletes the old id is gone from the account without any user action.
 # Then a rename onto an existing image whose upload is refused ends with the destination's
 # old image back and the source untouched.
-# shellcheck disable=SC2010,SC2119 # ls is under test; helpers take optional arguments
+# shellcheck disable=SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 

@@ -6,7 +6,7 @@
 # server accepting uploads again, the account has the old x.png back, with its bytes,
 # metadata and creator, on the same mount, without any user action; the journal and the
 # pins are empty afterwards, and one log line says it was recovered.
-# shellcheck disable=SC2010,SC2119 # ls is under test; helpers take optional arguments
+# shellcheck disable=SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 

@@ -11,7 +11,7 @@
 #     `imagesfs sync`, which exits non-zero; their bytes are in <cache>/lost+found.
 #  4. kill -9 after `cp -r` returned and before sync, remount: every image is uploaded
 #     without any user action.
-# shellcheck disable=SC2010,SC2119 # ls is under test; helpers take optional arguments
+# shellcheck disable=SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 

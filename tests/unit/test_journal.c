@@ -264,8 +264,9 @@ START_TEST(test_settle_unreachable_keeps)
 {
 	start_api();
 	fake_add_reply(&F, 404, NULL, NOT_FOUND);
-	fake_add_reply(&F, 503, NULL, "{\"success\":false,\"errors\":[{\"code\":5503,"
-				      "\"message\":\"Server Unavailable\"}],\"result\":null}");
+	fake_add_reply(&F, 503, NULL,
+		       "{\"success\":false,\"errors\":[{\"code\":5503,"
+		       "\"message\":\"Server Unavailable\"}],\"result\":null}");
 	struct journal *j = jopen();
 	uint64_t seq = begin_replace(j, "x.png", "OLDBYTES");
 	ck_assert_int_lt(journal_settle(j, seq), 0);
@@ -307,8 +308,8 @@ START_TEST(test_settle_rename)
 	fake_add_reply(&F, 200, NULL, IMG_OK); /* GET dst: uploaded (not the old version) */
 	fake_add_reply(&F, 200, NULL, DEL_OK); /* DELETE src */
 	struct journal *j = jopen();
-	struct journal_intent in = {.op = JOURNAL_RENAME, .id = "b.png", .src_id = "a.png",
-				    .old_fd = -1};
+	struct journal_intent in = {
+	    .op = JOURNAL_RENAME, .id = "b.png", .src_id = "a.png", .old_fd = -1};
 	uint64_t seq;
 	ck_assert_int_eq(journal_begin(j, &in, &seq), 0);
 	ck_assert_int_eq(journal_hides(j, "a.png"), 0);
