@@ -398,6 +398,9 @@ void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd)
 /* ---- fs_writeback.c: -o writeback ---------------------------------------------- */
 #define FS_WB_DRAIN_MS 60000		 /* a clean unmount waits this long for pending uploads */
 #define FS_SYNC_WAIT_MS (10 * 60 * 1000) /* .imagesfs/sync waits at most this long */
+/* A synchronous upload or rename waits at most this long for an unfinished journal entry of
+ * the same id (a restore in the background), then goes ahead. */
+#define FS_JOURNAL_ORDER_MS 30000
 /* Journals n's staged bytes for a background upload; 0 once durable, or -errno. */
 int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size);
 /* Wait for a pending write-back upload of the image (node, child, inode) before an

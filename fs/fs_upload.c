@@ -603,6 +603,9 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 		upload_state_set(fs, n, rc, &err);
 		goto out;
 	}
+	/* An unfinished journal entry of this id (an old image being put back) goes first. */
+	if (fs->journal)
+		journal_wait_id(fs->journal, id, FS_JOURNAL_ORDER_MS);
 	if (pending)
 		rc = upload_fd_err(fs, id, w->fd, &a, n->name, path, &img, &err);
 	else
@@ -875,6 +878,8 @@ int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, st
 		       src.path, dst.id);
 		rc = -EINVAL;
 	}
+	if (rc == 0 && fs->journal) /* ordered after unfinished entries of either id */
+		journal_wait_id(fs->journal, dst.id, FS_JOURNAL_ORDER_MS);
 	if (rc == 0 && !src.pending)
 		rc = rename_remote(fs, &src, &dst, nname, &img);
 	else if (rc == 0 && dst.n && !dst.pending) {
