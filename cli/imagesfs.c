@@ -23,6 +23,8 @@ struct cli_verb {
 
 /* One row per verb; each verb's file declares its function here. */
 static const struct cli_verb cli_verbs[] = {
+    {"status", cli_cmd_status, "status [--watch] MOUNT   what the mount is doing"},
+    {"refresh", cli_cmd_refresh, "refresh MOUNT [images|variants|keys|all]   list again now"},
     {NULL, NULL, NULL},
 };
 
