@@ -82,10 +82,10 @@ static json_object *status_load(const char *mount)
 
 static void human_bytes(double b, char *buf, size_t len)
 {
-	static const char *const unit[] = {"B", "KB", "MB", "GB", "TB"};
+	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
 	int u = 0;
-	while (b >= 1000 && u < 4) {
-		b /= 1000;
+	while (b >= 1024 && u < 4) {
+		b /= 1024;
 		u++;
 	}
 	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", b, unit[u]);

@@ -5,6 +5,7 @@
 # SIGHUP) makes an image uploaded elsewhere visible at once under dir_ttl=3600; nothing in
 # .imagesfs can be written but refresh, it is not counted by df -i, and it never reaches
 # the API.
+# shellcheck disable=SC2010,SC2119 # ls is under test
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -97,7 +98,7 @@ expect_errno EINVAL "os.write(os.open('$C/refresh',os.O_WRONLY),b'everything\n')
 echo all >"$C/refresh" || fail "write all"
 printf 'variants keys' >"$C/refresh" || fail "write two words"
 expect_eq "refresh reads its usage" "$(cat "$C/refresh")" "write one of: images variants keys all"
-ls -la "$C" >/dev/null && stat "$C/status" >/dev/null || fail "ls/stat of .imagesfs"
+{ ls -la "$C" && stat "$C/status"; } >/dev/null || fail "ls/stat of .imagesfs"
 expect_eq "requests of everything in .imagesfs" "$(emu_total)" 0
 
 log "df -i counts the account's images, not .imagesfs"

@@ -5,6 +5,7 @@
 # gives ENOENT, not its cached bytes; df -i is not older than dir_ttl. Re-checks cost one
 # listing, never a request per file: ls -l and a stat of every image within dir_ttl cost
 # nothing, and a stat of every image after dir_ttl costs one listing.
+# shellcheck disable=SC2119 # emu_start takes no arguments here
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 

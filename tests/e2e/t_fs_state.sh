@@ -3,6 +3,7 @@
 # `failed: EINVAL: <API message>` after a refused upload (cleared by the next success),
 # `local` for a file made here and never uploaded, `uploading` seen from a second process
 # while a slow upload runs; listed by getfattr -d; cannot be set.
+# shellcheck disable=SC2119 # emu_start takes no arguments here
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
