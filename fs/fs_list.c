@@ -61,7 +61,8 @@ void fs_listings_drop_locked(struct fs_ctx *fs, int mask)
 
 int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l)
 {
-	if (atomic_exchange(&fs->hup, 0)) /* SIGHUP since the last look: refresh everything */
+	/* SIGHUP since the last look: refresh everything (a load first: this runs per request) */
+	if (atomic_load_explicit(&fs->hup, memory_order_relaxed) && atomic_exchange(&fs->hup, 0))
 		fs_listings_drop_locked(fs, FS_DROP_ALL);
 	return l->fresh_ms == 0 || l->drops != l->drops_listed ||
 	       fs_now_ms() - l->fresh_ms >= (int64_t)fs->cfg.dir_ttl * 1000;
