@@ -607,7 +607,13 @@ int fs_img_recheck(struct fs_ctx *fs, struct fs_node *n)
 {
 	char *id = NULL, *path = NULL;
 	pthread_mutex_lock(&fs->lock);
-	if (!fs_img_recheck_due_locked(fs, n)) {
+	/* A listing in flight brings every name soon: the table answers rather than queue
+	 * behind it, so a cached image stays readable at once while a slow or dead API holds
+	 * the listing; after a listing failed, the table answers for dir_ttl (until an ls or
+	 * the next re-check lists again) instead of each operation waiting out the network. */
+	int64_t ttl_ms = (int64_t)fs->cfg.dir_ttl * 1000;
+	if (!fs_img_recheck_due_locked(fs, n) || fs->images.busy ||
+	    (fs->images.fail_ms && fs_now_ms() - fs->images.fail_ms < ttl_ms)) {
 		pthread_mutex_unlock(&fs->lock);
 		return 0;
 	}
