@@ -425,6 +425,10 @@ mode_t fs_ctl_mode(const struct fs_node *n);
 int fs_ctl_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_fh **out);
 void fs_ctl_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);
 ssize_t fs_ctl_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size);
+/* Frees a released control handle after a grace period (see fs_control.c); takes fh. */
+void fs_ctl_release(struct fs_fh *fh);
+/* Frees every handle still waiting; once no request can run (after the session). */
+void fs_ctl_cleanup(void);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;
