@@ -56,10 +56,11 @@ static const char *jstr(json_object *doc, const char *path)
 	return o && json_object_is_type(o, json_type_string) ? json_object_get_string(o) : NULL;
 }
 
+/* 1 when the member is missing or null. */
 static int jnull(json_object *doc, const char *path)
 {
-	json_object *o = NULL;
-	return !jget(doc, path) || (o = jget(doc, path), json_object_is_type(o, json_type_null));
+	json_object *o = jget(doc, path);
+	return !o || json_object_is_type(o, json_type_null);
 }
 
 /* Reads and parses the status; NULL after printing why (cli_ctl_read prints its own). */
