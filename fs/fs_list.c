@@ -574,6 +574,10 @@ static int recheck_get(struct fs_ctx *fs, struct fs_node *n, char *id, char *pat
 		rc = -ENOENT;
 	} else if (rc < 0) {
 		fs_log_api("re-check", path, rc, &err);
+		pthread_mutex_lock(&fs->lock);
+		fs->images.fail_ms = fs_now_ms(); /* as a failed listing: re-checks pause */
+		fs->images.fail_rc = rc;
+		pthread_mutex_unlock(&fs->lock);
 		rc = 0; /* cannot tell: the table answers */
 	} else {
 		pthread_mutex_lock(&fs->lock);
