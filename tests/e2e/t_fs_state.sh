@@ -40,9 +40,10 @@ make_png "$E2E_T/slow.png" 14 14 3
 cp "$E2E_T/slow.png" "$I/slow.png" &
 cp_pid=$!
 seen=""
-for _ in $(seq 1 40); do
+for _ in $(seq 1 200); do # until the cp ends (2.5 s and more), every 0.05 s
 	s=$(state "$I/slow.png" 2>/dev/null) || s=""
 	[[ $s == uploading ]] && { seen=1; break; }
+	kill -0 "$cp_pid" 2>/dev/null || break
 	sleep 0.05
 done
 [[ -n $seen ]] || fail "user.state was never 'uploading' during a 2.5 s upload (last: '$s')"
