@@ -288,7 +288,6 @@ static int ctl_errors(struct fs_ctx *fs, struct ctl_buf *b)
 	if (!e)
 		return -ENOMEM;
 	size_t n = fs_errlog_snapshot(e, NULL);
-	buf_printf(b, "%s", "");
 	for (size_t i = 0; i < n; i++) {
 		char when[40], nb[16];
 		fs_fmt_rfc3339(e[i].wall_ms, when, sizeof(when));
@@ -413,7 +412,7 @@ int fs_ctl_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_fh **
 		struct ctl_buf b = {0};
 		int rc = f->read(fs, &b);
 		if (rc == 0 && !b.p)
-			buf_printf(&b, "%s", "");
+			buf_printf(&b, "%s", ""); /* an empty file still gets a buffer */
 		rc = rc ? rc : b.err;
 		if (rc < 0) {
 			free(b.p);
