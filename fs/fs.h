@@ -205,6 +205,13 @@ struct fs_ctx {
 	/* Known images re-checked by GET since the images listing went stale (fs_images.c:
 	 * once they cost as much as a listing, the next re-check lists instead). */
 	uint32_t rechecks;
+	/* Images re-checked by GET lately (a ring): each is not asked again within dir_ttl. */
+#define FS_RECHECKED_MAX 64
+	struct {
+		fuse_ino_t ino;
+		int64_t ms;
+	} rechecked[FS_RECHECKED_MAX];
+	unsigned rechecked_next;
 	/* Set by the SIGHUP handler (no lock: async-signal-safe); fs_listing_stale_locked
 	 * turns it into a refresh of every listing. */
 	atomic_int hup;

@@ -26,7 +26,8 @@
  * that image (only that name). Like renting skis: GETs while they have cost less than
  * one listing since it went stale (fs->rechecks), then a listing, so a burst of checks
  * costs at most twice the cheaper choice in hindsight. An account that fits in one page
- * always lists.
+ * always lists. An image fetched by GET is not asked again within dir_ttl (a small ring
+ * of the last ones: a stat is a lookup and a getattr, and getfattr -d asks per name).
  *
  * Variant URLs. The list gives every image one delivery URL per variant. They almost always
  * follow one account-wide pattern, base + id + "/" + name, so the pattern is kept once and
@@ -584,6 +585,9 @@ static int recheck_get(struct fs_ctx *fs, struct fs_node *n, char *id, char *pat
 		if ((n->flags & FS_NF_LINKED) && !(n->flags & FS_NF_PENDING) &&
 		    !(n->u.img && n->u.img->w) && !img.draft)
 			fs_img_set_locked(fs, n, &img);
+		unsigned i = fs->rechecked_next++ % FS_RECHECKED_MAX;
+		fs->rechecked[i].ino = n->ino;
+		fs->rechecked[i].ms = fs_now_ms();
 		pthread_mutex_unlock(&fs->lock);
 		api_image_release(&img);
 	}
@@ -604,7 +608,13 @@ int fs_img_recheck_due_locked(struct fs_ctx *fs, struct fs_node *n)
 		return 0;
 	if (n->kind != FS_K_IMG && n->kind != FS_K_DIR)
 		return 0;
-	return fs_listing_stale_locked(fs, &fs->images);
+	if (!fs_listing_stale_locked(fs, &fs->images))
+		return 0;
+	int64_t now = fs_now_ms(), ttl_ms = (int64_t)fs->cfg.dir_ttl * 1000;
+	for (unsigned i = 0; i < FS_RECHECKED_MAX; i++)
+		if (fs->rechecked[i].ino == n->ino && now - fs->rechecked[i].ms < ttl_ms)
+			return 0; /* fetched by GET within dir_ttl (lookup, then getattr) */
+	return 1;
 }
 
 int fs_img_recheck(struct fs_ctx *fs, struct fs_node *n)

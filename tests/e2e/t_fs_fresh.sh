@@ -4,7 +4,8 @@
 # getfattr, cat and stat within 3 s without anything listing the directory; a deleted image
 # gives ENOENT, not its cached bytes; df -i is not older than dir_ttl. Re-checks cost one
 # listing, never a request per file: ls -l and a stat of every image within dir_ttl cost
-# nothing, and a stat of every image after dir_ttl costs one listing.
+# nothing, and a stat of every image after dir_ttl costs one listing; on an account of
+# more than one page, one GET per name while GETs cost less than a listing.
 # shellcheck disable=SC2119 # emu_start takes no arguments here
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -111,6 +112,22 @@ got=$(emu_total)
 ((got >= 1 && got <= most)) ||
 	fail "requests of stat of 300 images after dir_ttl: $got (expected 1..$most): $(curl -fsS "$EMU_ADMIN/stats")"
 echo "stat of 300 images after dir_ttl: $got request(s)"
+
+log "an account of more than one page: one GET per name while that is cheaper, then a listing"
+emu_seed 10000 g- 80
+echo images >"$B/.imagesfs/refresh"
+ls "$B/images" >/dev/null # 2 pages
+sleep 2.1
+emu_stats_reset
+S=$B/images/s-000000
+{ stat "$S" && stat "$S" && gx user.state "$S"; } >/dev/null || fail "stat $S"
+expect_eq "requests of stat, stat, getfattr of one image (one GET)" "$(emu_total)" 1
+expect_eq "GETs" "$(emu_op images.get)" 1
+stat "$B/images/s-000001" >/dev/null || fail "stat s-000001"
+expect_eq "list requests for a second name (GETs would now cost as much)" \
+	"$(emu_op images.list_v2)" 2
+for i in $(seq 2 20); do stat "$B/images/$(printf s-%06d "$i")" >/dev/null; done
+expect_eq "requests after that listing" "$(emu_total)" 3
 
 umount_fs "$B"
 umount_fs "$A"
