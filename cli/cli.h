@@ -30,7 +30,9 @@ int cli_ctl_read(const char *mount, const char *name, char **out, size_t *len);
  * returns -1. */
 int cli_ctl_write(const char *mount, const char *name, const char *data);
 
-/* Verbs (one file each). */
-int cli_cmd_sync(int argc, char **argv); /* cmd_sync.c */
+/* Verbs (argv[0] is the verb). */
+int cli_cmd_status(int argc, char **argv);  /* cmd_status.c */
+int cli_cmd_refresh(int argc, char **argv); /* cmd_refresh.c */
+int cli_cmd_sync(int argc, char **argv);    /* cmd_sync.c */
 
 #endif

@@ -211,6 +211,13 @@ struct fs_ctx {
 	/* Known images re-checked by GET since the images listing went stale (fs_images.c:
 	 * once they cost as much as a listing, the next re-check lists instead). */
 	uint32_t rechecks;
+	/* Images re-checked by GET lately (a ring): each is not asked again within dir_ttl. */
+#define FS_RECHECKED_MAX 64
+	struct {
+		fuse_ino_t ino;
+		int64_t ms;
+	} rechecked[FS_RECHECKED_MAX];
+	unsigned rechecked_next;
 	/* Set by the SIGHUP handler (no lock: async-signal-safe); fs_listing_stale_locked
 	 * turns it into a refresh of every listing. */
 	atomic_int hup;
@@ -453,6 +460,10 @@ mode_t fs_ctl_mode(const struct fs_node *n);
 int fs_ctl_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_fh **out);
 void fs_ctl_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);
 ssize_t fs_ctl_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size);
+/* Frees a released control handle after a grace period (see fs_control.c); takes fh. */
+void fs_ctl_release(struct fs_fh *fh);
+/* Frees every handle still waiting; once no request can run (after the session). */
+void fs_ctl_cleanup(void);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;

@@ -294,7 +294,6 @@ static int ctl_errors(struct fs_ctx *fs, struct ctl_buf *b)
 	if (!e)
 		return -ENOMEM;
 	size_t n = fs_errlog_snapshot(e, NULL);
-	buf_printf(b, "%s", "");
 	for (size_t i = 0; i < n; i++) {
 		char when[40], nb[16];
 		fs_fmt_rfc3339(e[i].wall_ms, when, sizeof(when));
@@ -443,7 +442,7 @@ int fs_ctl_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_fh **
 		struct ctl_buf b = {0};
 		int rc = f->read(fs, &b);
 		if (rc == 0 && !b.p)
-			buf_printf(&b, "%s", "");
+			buf_printf(&b, "%s", ""); /* an empty file still gets a buffer */
 		rc = rc ? rc : b.err;
 		if (rc < 0) {
 			free(b.p);
@@ -477,6 +476,56 @@ ssize_t fs_ctl_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_
 		return -EBADF;
 	int rc = f->write(fs, buf, size);
 	return rc < 0 ? rc : (ssize_t)size;
+}
+
+/*
+ * Released handles are freed after a grace period, not at once: a reader killed in the
+ * middle of a read (SIGKILL, a timeout) abandons its READ in the kernel, which then sends
+ * RELEASE while a worker may still be replying to that READ from the handle's buffer.
+ * Nothing here takes longer than a memcpy and a writev, so CTL_RETIRE_MS is ample, and at
+ * most CTL_RETIRE_MAX handles (a few KiB each) wait.
+ */
+#define CTL_RETIRE_MS 2000
+#define CTL_RETIRE_MAX 64
+
+static pthread_mutex_t ctl_retire_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	struct fs_fh *fh;
+	int64_t ms;
+} ctl_retired[CTL_RETIRE_MAX]; /* guarded by ctl_retire_lock, oldest first */
+static size_t ctl_n_retired;   /* guarded by ctl_retire_lock */
+
+/* Frees the oldest `n` retired handles. Caller holds ctl_retire_lock. */
+static void ctl_retire_drop_locked(size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(ctl_retired[i].fh->buf); /* a control handle owns nothing else */
+		free(ctl_retired[i].fh);
+	}
+	memmove(ctl_retired, ctl_retired + n, (ctl_n_retired - n) * sizeof(ctl_retired[0]));
+	ctl_n_retired -= n;
+}
+
+void fs_ctl_release(struct fs_fh *fh)
+{
+	int64_t now = fs_now_ms();
+	size_t old = 0;
+	pthread_mutex_lock(&ctl_retire_lock);
+	while (old < ctl_n_retired && now - ctl_retired[old].ms >= CTL_RETIRE_MS)
+		old++;
+	if (old == 0 && ctl_n_retired == CTL_RETIRE_MAX)
+		old = 1;
+	ctl_retire_drop_locked(old);
+	ctl_retired[ctl_n_retired].fh = fh;
+	ctl_retired[ctl_n_retired++].ms = now;
+	pthread_mutex_unlock(&ctl_retire_lock);
+}
+
+void fs_ctl_cleanup(void)
+{
+	pthread_mutex_lock(&ctl_retire_lock);
+	ctl_retire_drop_locked(ctl_n_retired);
+	pthread_mutex_unlock(&ctl_retire_lock);
 }
 
 /* ---- SIGHUP ------------------------------------------------------------------------ */

@@ -26,7 +26,8 @@
  * that image (only that name). Like renting skis: GETs while they have cost less than
  * one listing since it went stale (fs->rechecks), then a listing, so a burst of checks
  * costs at most twice the cheaper choice in hindsight. An account that fits in one page
- * always lists.
+ * always lists. An image fetched by GET is not asked again within dir_ttl (a small ring
+ * of the last ones: a stat is a lookup and a getattr, and getfattr -d asks per name).
  *
  * Variant URLs. The list gives every image one delivery URL per variant. They almost always
  * follow one account-wide pattern, base + id + "/" + name, so the pattern is kept once and
@@ -62,7 +63,8 @@ void fs_listings_drop_locked(struct fs_ctx *fs, int mask)
 
 int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l)
 {
-	if (atomic_exchange(&fs->hup, 0)) /* SIGHUP since the last look: refresh everything */
+	/* SIGHUP since the last look: refresh everything (a load first: this runs per request) */
+	if (atomic_load_explicit(&fs->hup, memory_order_relaxed) && atomic_exchange(&fs->hup, 0))
 		fs_listings_drop_locked(fs, FS_DROP_ALL);
 	return l->fresh_ms == 0 || l->drops != l->drops_listed ||
 	       fs_now_ms() - l->fresh_ms >= (int64_t)fs->cfg.dir_ttl * 1000;
@@ -574,12 +576,19 @@ static int recheck_get(struct fs_ctx *fs, struct fs_node *n, char *id, char *pat
 		rc = -ENOENT;
 	} else if (rc < 0) {
 		fs_log_api("re-check", path, rc, &err);
+		pthread_mutex_lock(&fs->lock);
+		fs->images.fail_ms = fs_now_ms(); /* as a failed listing: re-checks pause */
+		fs->images.fail_rc = rc;
+		pthread_mutex_unlock(&fs->lock);
 		rc = 0; /* cannot tell: the table answers */
 	} else {
 		pthread_mutex_lock(&fs->lock);
 		if ((n->flags & FS_NF_LINKED) && !(n->flags & FS_NF_PENDING) &&
 		    !(n->u.img && n->u.img->w) && !img.draft)
 			fs_img_set_locked(fs, n, &img);
+		unsigned i = fs->rechecked_next++ % FS_RECHECKED_MAX;
+		fs->rechecked[i].ino = n->ino;
+		fs->rechecked[i].ms = fs_now_ms();
 		pthread_mutex_unlock(&fs->lock);
 		api_image_release(&img);
 	}
@@ -600,14 +609,26 @@ int fs_img_recheck_due_locked(struct fs_ctx *fs, struct fs_node *n)
 		return 0;
 	if (n->kind != FS_K_IMG && n->kind != FS_K_DIR)
 		return 0;
-	return fs_listing_stale_locked(fs, &fs->images);
+	if (!fs_listing_stale_locked(fs, &fs->images))
+		return 0;
+	int64_t now = fs_now_ms(), ttl_ms = (int64_t)fs->cfg.dir_ttl * 1000;
+	for (unsigned i = 0; i < FS_RECHECKED_MAX; i++)
+		if (fs->rechecked[i].ino == n->ino && now - fs->rechecked[i].ms < ttl_ms)
+			return 0; /* fetched by GET within dir_ttl (lookup, then getattr) */
+	return 1;
 }
 
 int fs_img_recheck(struct fs_ctx *fs, struct fs_node *n)
 {
 	char *id = NULL, *path = NULL;
 	pthread_mutex_lock(&fs->lock);
-	if (!fs_img_recheck_due_locked(fs, n)) {
+	/* A listing in flight brings every name soon: the table answers rather than queue
+	 * behind it, so a cached image stays readable at once while a slow or dead API holds
+	 * the listing; after a listing failed, the table answers for dir_ttl (until an ls or
+	 * the next re-check lists again) instead of each operation waiting out the network. */
+	int64_t ttl_ms = (int64_t)fs->cfg.dir_ttl * 1000;
+	if (!fs_img_recheck_due_locked(fs, n) || fs->images.busy ||
+	    (fs->images.fail_ms && fs_now_ms() - fs->images.fail_ms < ttl_ms)) {
 		pthread_mutex_unlock(&fs->lock);
 		return 0;
 	}

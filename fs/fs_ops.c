@@ -472,7 +472,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	pthread_mutex_lock(&fs->lock);
 	fs_node_release_open_locked(fs, fh->node);
 	pthread_mutex_unlock(&fs->lock);
-	fs_fh_free(fh);
+	if (fh->kind == FS_FH_CTL)
+		fs_ctl_release(fh);
+	else
+		fs_fh_free(fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -677,6 +677,7 @@ out:
 		api_client_free(fs.api);
 	if (api_inited)
 		api_global_cleanup();
+	fs_ctl_cleanup();
 	fs_table_free(&fs);
 	creds_free(&creds);
 	config_free(&fs.cfg);
