@@ -468,8 +468,8 @@ static void sweep_locked(struct fs_ctx *fs, struct fs_node *dir, uint32_t gen)
 			sweep_locked(fs, c, gen);
 			if (!c->u.first_child && !(c->flags & FS_NF_LOCALDIR))
 				fs_node_drop_locked(fs, c);
-		} else if (c->kind == FS_K_IMG && c->gen != gen && !(c->flags & FS_NF_PENDING) &&
-			   !(c->u.img && c->u.img->w)) {
+		} else if (c->kind == FS_K_IMG && c->gen != gen &&
+			   !(c->flags & (FS_NF_PENDING | FS_NF_WB)) && !(c->u.img && c->u.img->w)) {
 			fs_node_drop_locked(fs, c);
 		}
 	}
