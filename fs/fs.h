@@ -418,6 +418,8 @@ int fs_wb_wait_child(struct fs_ctx *fs, struct fs_node *dir, const char *name);
 int fs_wb_wait_ino(struct fs_ctx *fs, fuse_ino_t ino);
 /* journal_config.on_upload: applies a stored (or refused) write-back upload to the node. */
 void fs_wb_on_upload(void *arg, const char *id, const struct api_image *img, int fd);
+/* journal_config.on_restored: a replaced image put back by the journal shows again. */
+void fs_journal_on_restored(void *arg, const struct api_image *img);
 /* Clean unmount: waits up to FS_WB_DRAIN_MS for pending journal entries, logging. */
 void fs_wb_drain(struct fs_ctx *fs);
 

@@ -82,6 +82,17 @@ void fs_wb_on_upload(void *arg, const char *id, const struct api_image *img, int
 		       (unsigned long long)size);
 }
 
+void fs_journal_on_restored(void *arg, const struct api_image *img)
+{
+	struct fs_ctx *fs = arg;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *n = node_by_id_locked(fs, img->id);
+	if (!n || !(n->flags & (FS_NF_PENDING | FS_NF_WB)))
+		fs_images_apply_locked(fs, img); /* the name shows again, with its attributes */
+	fs->failed_lookup.ms = 0;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 int fs_wb_wait_node(struct fs_ctx *fs, struct fs_node *n)
 {
 	if (!fs->journal)

@@ -538,6 +538,7 @@ static int journal_open_cfg(struct fs_ctx *fs)
 				    .cache = fs->cache,
 				    .log = journal_log,
 				    .on_upload = fs_wb_on_upload,
+				    .on_restored = fs_journal_on_restored,
 				    .arg = fs};
 	int rc = journal_open(&jc, &fs->journal);
 	if (rc == 0 && journal_pending(fs->journal) > 0)

@@ -485,6 +485,7 @@ int journal_open(const struct journal_config *cfg, struct journal **out)
 	j->cache = cfg->cache;
 	j->log = cfg->log;
 	j->on_upload = cfg->on_upload;
+	j->on_restored = cfg->on_restored;
 	j->arg = cfg->arg;
 	j->next_seq = 1;
 	j->dirfd = -1;

@@ -55,6 +55,9 @@ struct journal_config {
 	 * wake: img is the stored image (NULL: abandoned, the old image, if any, is back),
 	 * fd reads the uploaded bytes (-1 when img is NULL). Nullable. */
 	void (*on_upload)(void *arg, const char *id, const struct api_image *img, int fd);
+	/* Called when settling put an old image back (the account had none at its id): img is
+	 * the restored image. Called without the journal's lock. Nullable. */
+	void (*on_restored)(void *arg, const struct api_image *img);
 	void *arg;
 };
 

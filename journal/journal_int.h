@@ -38,6 +38,7 @@ struct journal {
 	struct cache *cache;
 	void (*log)(int level, const char *msg);
 	void (*on_upload)(void *arg, const char *id, const struct api_image *img, int fd);
+	void (*on_restored)(void *arg, const struct api_image *img);
 	void *arg;
 	char *lost_dir;
 	int dirfd;

@@ -130,11 +130,16 @@ static int abandon(struct journal *j, const struct jentry *e, int fresh, const s
 static int settle_missing(struct journal *j, struct jentry *e)
 {
 	struct api_err err;
+	struct api_image img;
 	if (!e->pinned)
 		return JOURNAL_BEFORE;
-	int rc = upload_pin(j, e, 0, NULL, &err);
-	if (rc == 0)
+	int rc = upload_pin(j, e, 0, &img, &err);
+	if (rc == 0) {
+		if (j->on_restored)
+			j->on_restored(j->arg, &img);
+		api_image_release(&img);
 		return JOURNAL_BEFORE;
+	}
 	if ((rc == -EINVAL || rc == -EFBIG) && err.http_status >= 400 && err.http_status < 500 &&
 	    abandon(j, e, 0, &err) == 0)
 		return JOURNAL_ABANDONED;
