@@ -22,6 +22,8 @@ make_png "$E2E_T/old.png" 30 30 1
 make_png "$E2E_T/new.png" 31 31 2
 api_curl v1 -F "file=@$E2E_T/old.png;filename=x.png" -F "id=x.png" -F 'metadata={"keep":1}' \
 	-F "creator=ann" -o /dev/null || fail "seeding x.png"
+make_png "$E2E_T/y.png" 32 32 3
+api_curl v1 -F "file=@$E2E_T/y.png;filename=y.png" -F "id=y.png" -o /dev/null || fail "seeding y.png"
 cmp "$E2E_T/old.png" "$M/images/x.png" || fail "x.png through the mount"
 
 log "uploads answer 503: cp onto x.png fails"
@@ -64,6 +66,24 @@ grep -q "recovered 'images/x.png': the previous image is back" "${FS_LOG[$M]}" |
 cmp "$E2E_T/old.png" "$M/images/x.png" || fail "the mount does not show the restored x.png"
 expect_eq "metadata through the mount" \
 	"$(getfattr --absolute-names --only-values -n user.metadata "$M/images/x.png")" '{"keep":1}'
+
+log "mv onto x.png with uploads refused: once restored, the mount shows x.png again"
+cmp -s "$E2E_T/y.png" "$M/images/y.png" || fail "y.png through the mount"
+ls "$M/images" >/dev/null # a fresh listing: nothing is looked up remotely for dir_ttl
+fault_add '{"op":"images.upload","mode":"status","status":503,"count":12}'
+mv "$M/images/y.png" "$M/images/x.png" 2>/dev/null && fail "mv succeeded although every upload failed"
+start=$(ms_now)
+until api_blob x.png "$E2E_T/got" 2>/dev/null; do
+	(($(ms_now) - start < 30000)) || fail "x.png not restored after the failed mv"
+	sleep 0.2
+done
+faults_clear
+for ((i = 0; i < 50; i++)); do
+	cmp -s "$E2E_T/old.png" "$M/images/x.png" 2>/dev/null && break
+	sleep 0.1
+done
+cmp "$E2E_T/old.png" "$M/images/x.png" || fail "the mount does not show x.png again after its restore"
+cmp "$E2E_T/y.png" "$M/images/y.png" || fail "the source y.png changed"
 
 log "the mount still replaces normally"
 cp "$E2E_T/new.png" "$M/images/x.png" || fail "replace after recovery"
