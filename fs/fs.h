@@ -306,6 +306,9 @@ int fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *di
 /* Like fs_node_unlink_locked for removals the kernel did not ask for (listing sweeps, images
  * found gone, failed creations): also tells the kernel to drop its cached dentry. */
 void fs_node_drop_locked(struct fs_ctx *fs, struct fs_node *n);
+/* Queues a kernel dentry invalidation of (parent, name), e.g. a cached negative entry of a
+ * name that exists again; sent by the invalidation thread. */
+void fs_inval_queue_locked(struct fs_ctx *fs, fuse_ino_t parent, const char *name);
 int fs_inval_start(struct fs_ctx *fs);
 void fs_inval_stop(struct fs_ctx *fs);
 void fs_node_forget_locked(struct fs_ctx *fs, struct fs_node *n, uint64_t nlookup);

@@ -515,22 +515,27 @@ void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entr
 
 /* ---- kernel dentry invalidation ---------------------------------------------------- */
 
+void fs_inval_queue_locked(struct fs_ctx *fs, fuse_ino_t parent, const char *name)
+{
+	if (!fs->inval_running)
+		return;
+	size_t len = strlen(name);
+	struct fs_inval *iv = malloc(sizeof(*iv) + len + 1);
+	if (iv) {
+		iv->next = NULL;
+		iv->parent = parent;
+		memcpy(iv->name, name, len + 1);
+		*fs->inval_tail = iv;
+		fs->inval_tail = &iv->next;
+		pthread_cond_signal(&fs->inval_cond);
+	}
+}
+
 void fs_node_drop_locked(struct fs_ctx *fs, struct fs_node *n)
 {
 	if (!(n->flags & FS_NF_LINKED))
 		return;
-	if (fs->inval_running) {
-		size_t len = strlen(n->name);
-		struct fs_inval *iv = malloc(sizeof(*iv) + len + 1);
-		if (iv) {
-			iv->next = NULL;
-			iv->parent = n->parent->ino;
-			memcpy(iv->name, n->name, len + 1);
-			*fs->inval_tail = iv;
-			fs->inval_tail = &iv->next;
-			pthread_cond_signal(&fs->inval_cond);
-		}
-	}
+	fs_inval_queue_locked(fs, n->parent->ino, n->name);
 	fs_node_unlink_locked(fs, n);
 }
 

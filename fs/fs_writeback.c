@@ -88,7 +88,9 @@ void fs_journal_on_restored(void *arg, const struct api_image *img)
 	pthread_mutex_lock(&fs->lock);
 	struct fs_node *n = node_by_id_locked(fs, img->id);
 	if (!n || !(n->flags & (FS_NF_PENDING | FS_NF_WB)))
-		fs_images_apply_locked(fs, img); /* the name shows again, with its attributes */
+		n = fs_images_apply_locked(fs, img); /* the name shows again, with its attributes */
+	if (n && n->parent) /* the kernel may hold a negative entry from while it was gone */
+		fs_inval_queue_locked(fs, n->parent->ino, n->name);
 	fs->failed_lookup.ms = 0;
 	pthread_mutex_unlock(&fs->lock);
 }
