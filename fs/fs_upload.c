@@ -504,12 +504,8 @@ static void settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, co
 	       "cannot restore '%s' after a failed replace yet (%s): its bytes are kept in the "
 	       "journal and it is put back in the background",
 	       path, strerror(-st));
-	if (!deleted)
-		return;
-	pthread_mutex_lock(&fs->lock); /* absent until restored (the account has no such id) */
-	if (n && (n->flags & FS_NF_LINKED) && !(n->u.img && n->u.img->w))
-		fs_node_drop_locked(fs, n);
-	pthread_mutex_unlock(&fs->lock);
+	/* The node stays: the name shows the old image (its bytes are cached, and pinned), the
+	 * state the journal brings the account back to; fs_journal_on_restored updates it. */
 }
 
 /* Records the intent to replace the image at id (its bytes pinned, see journal.h). */
