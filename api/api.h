@@ -236,5 +236,44 @@ struct api_batch_snapshot {
 	uint64_t tokens_fetched; /* tokens obtained since the client was created */
 };
 void api_batch_snapshot(struct api_client *c, struct api_batch_snapshot *out);
+/* ---- activity: what the client did, for the mount's status file ----------------------
+ * Counted where the requests happen (api_http.c, api_image_upload) and read with one
+ * snapshot call that takes no network and no lock the requests wait on for long. */
+enum api_op {
+	API_OP_LIST,
+	API_OP_GET,
+	API_OP_BLOB,
+	API_OP_UPLOAD,
+	API_OP_EDIT,
+	API_OP_DELETE,
+	API_OP_STATS,
+	API_OP_VARIANTS,
+	API_OP_KEYS,
+	API_OP_OTHER,
+	API_OP_N
+};
+#define API_ACT_MAX_HOSTS 8 /* hosts counted by name; later ones count under "other" */
+/* Stable lowercase name of an operation ("list", "upload", ...). */
+const char *api_op_name(int op);
+
+struct api_activity {
+	uint64_t requests, retries, throttled_ms; /* as in struct api_counters */
+	uint64_t http_429;			  /* attempts answered 429 */
+	uint64_t bytes_up, bytes_down;		  /* bodies sent / received, every attempt */
+	uint64_t per_op[API_OP_N];		  /* attempts by operation */
+	size_t n_hosts;
+	struct {
+		char name[128]; /* "host:port" as in the URL */
+		uint64_t requests;
+	} hosts[API_ACT_MAX_HOSTS + 1]; /* the last row is "other" when more hosts were seen */
+	uint64_t uploads_done, uploads_failed; /* api_image_upload calls that ended so */
+	uint64_t uploads_in_flight;	       /* api_image_upload calls running now */
+	uint64_t waiting;		       /* requests waiting for the rate limiter now */
+	int limited;			       /* 0: the client-side limiter is off */
+	double budget_left;		       /* requests that may start now without waiting */
+	double budget_burst, budget_rate;      /* bucket size; refill per second */
+};
+/* Fills out with a consistent-enough snapshot (counters are read one by one). */
+void api_activity_get(struct api_client *c, struct api_activity *out);
 
 #endif

@@ -173,6 +173,7 @@ int api_client_new(const struct api_config *cfg, struct api_client **out)
 	if (!c)
 		return -ENOMEM;
 	pthread_mutex_init(&c->lock, NULL);
+	api_tally_init(&c->tally);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&c->share_lock[i], NULL);
 	apply_defaults(c, cfg);
@@ -218,6 +219,7 @@ void api_client_free(struct api_client *c)
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&c->share_lock[i]);
 	pthread_mutex_destroy(&c->lock);
+	api_tally_release(&c->tally);
 	free(c);
 }
 
@@ -257,7 +259,9 @@ int64_t api_throttle(struct api_client *c)
 	if (wait_ns > 0) {
 		long ms = (long)((wait_ns + 999999) / 1000000);
 		atomic_fetch_add(&c->throttled_ms, (uint64_t)ms);
+		api_tally_waiting(c, 1);
 		api_sleep_ms(ms);
+		api_tally_waiting(c, -1);
 		return (int64_t)ms * 1000000;
 	}
 	return 0;

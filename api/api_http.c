@@ -348,6 +348,7 @@ static void attempt_once(struct api_client *c, struct api_req *r, struct curl_sl
 	if (curl_easy_getinfo(r->h, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
 		a->retry_after_ms = ra > 3600 ? 3600000L : (long)ra * 1000;
 	r->status = a->curl_code ? 0 : a->status;
+	api_tally_attempt(c, r, r->status);
 }
 
 /* A completed 2xx blob must be as long as its Content-Length says. */

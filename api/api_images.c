@@ -351,11 +351,13 @@ int api_image_upload(struct api_client *c, const struct api_upload *up, struct a
 		api_req_init(&r, "POST", url, up->id ? API_CREATE_WITH_ID : API_CREATE_ANON);
 		r.mp = &mp;
 		int64_t started = wall_ms();
+		api_tally_upload_begin(c);
 		rc = image_call(c, &r, out, err);
 		/* A custom id makes a lost outcome checkable: never report a stored upload as
 		 * failed (and never store it twice: retries of a stored one get 5409). */
 		if (rc < 0 && r.outcome_unknown && up->id)
 			rc = recover_upload(c, up, started, out, err, rc);
+		api_tally_upload_end(c, rc);
 		api_req_release(&r);
 	}
 	free(url);

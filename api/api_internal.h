@@ -13,6 +13,7 @@
  *   api_images.c    image endpoints; api_misc.c keys, stats, variants
  *   api_batch.c     batch API token pool and per-token limiters (no HTTP); api_http.c
  *                   routes the covered calls through it
+ *   api_activity.c  per-host / per-operation tallies behind api_activity_get
  */
 #ifndef IMAGESFS_API_INTERNAL_H
 #define IMAGESFS_API_INTERNAL_H
@@ -288,6 +289,17 @@ int api_batch_covered(const char *method, const char *suffix);
 
 /* ---- api_client.c --------------------------------------------------------------- */
 
+/* Tallies of struct api_activity, guarded by their own lock (never held across I/O). */
+struct api_tally {
+	pthread_mutex_t lock;
+	uint64_t http_429, bytes_up, bytes_down;
+	uint64_t per_op[API_OP_N];
+	size_t n_hosts;
+	char host[API_ACT_MAX_HOSTS][128];
+	uint64_t host_requests[API_ACT_MAX_HOSTS + 1];
+	uint64_t uploads_done, uploads_failed, uploads_in_flight, waiting;
+};
+
 struct api_client {
 	char *images_url;  /* base_url + "/accounts/<esc account>/images", immutable */
 	char *auth_hdr[2]; /* header lines carrying the credentials; secret, immutable */
@@ -316,6 +328,7 @@ struct api_client {
 	atomic_uint_fast64_t batch_throttled_ms;
 	atomic_uint_fast64_t n_retries;
 	atomic_uint_fast64_t throttled_ms;
+	struct api_tally tally;
 };
 
 /* Takes an idle easy handle (reset) or makes a new one; NULL on ENOMEM. */
@@ -324,6 +337,19 @@ CURL *api_pool_take(struct api_client *c);
 void api_pool_give(struct api_client *c, CURL *h);
 /* Waits for the client-side rate limiter; returns the nanoseconds waited. */
 int64_t api_throttle(struct api_client *c);
+
+/* ---- api_activity.c ------------------------------------------------------------ */
+
+struct api_req;
+void api_tally_init(struct api_tally *t);
+void api_tally_release(struct api_tally *t);
+/* Counts one finished attempt of r (its host, operation, bytes, a 429). */
+void api_tally_attempt(struct api_client *c, const struct api_req *r, long status);
+/* +1 / -1 requests waiting in the rate limiter. */
+void api_tally_waiting(struct api_client *c, int delta);
+/* Brackets one api_image_upload call: begin, then end with its result. */
+void api_tally_upload_begin(struct api_client *c);
+void api_tally_upload_end(struct api_client *c, int rc);
 
 /* ---- api_http.c ----------------------------------------------------------------- */
 

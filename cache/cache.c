@@ -187,9 +187,9 @@ static void entry_delete_locked(struct cache *c, struct cache_entry *e)
 }
 
 /* Evicts least recently used entries until `need` more bytes fit under the cap. */
-static void evict_locked(struct cache *c, uint64_t need)
+void cache_evict_locked(struct cache *c, uint64_t need)
 {
-	while (c->lru && c->st.bytes + need > c->max_bytes) {
+	while (c->lru && c->st.bytes + c->pinned_bytes + need > c->max_bytes) {
 		entry_delete_locked(c, c->lru);
 		c->st.evictions++;
 	}
@@ -251,7 +251,7 @@ static void commit_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN], 
 	struct cache_entry *e = NULL, *old;
 	int err;
 
-	if (keep && c->max_bytes > 0 && size <= c->max_bytes)
+	if (keep && c->max_bytes > 0 && size + c->pinned_bytes <= c->max_bytes)
 		e = calloc(1, sizeof(*e));
 	if (!e) {
 		unlinkat(c->tmp_fd, tmp_name, 0);
@@ -262,7 +262,7 @@ static void commit_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN], 
 	e->size = size;
 	if ((old = index_find_locked(c, idh, version)) != NULL)
 		entry_delete_locked(c, old); /* e.g. adopt and fill raced; newest wins */
-	evict_locked(c, size);
+	cache_evict_locked(c, size);
 	e->stamp = next_stamp_locked(c);
 	if ((err = cache_disk_stamp(fd, e->stamp)) < 0)
 		cache_warn("cannot stamp temp file '%s': %s", tmp_name, strerror(-err));
@@ -566,7 +566,10 @@ void cache_stats_get(struct cache *c, struct cache_stats *out)
 {
 	pthread_mutex_lock(&c->lock);
 	*out = c->st;
+	out->pinned_bytes = c->pinned_bytes;
+	out->pinned = c->pinned;
 	pthread_mutex_unlock(&c->lock);
+	out->max_bytes = c->max_bytes;
 }
 
 /* Loads the scanned entries (oldest first) and evicts down to a possibly smaller cap. */
@@ -600,7 +603,7 @@ static int index_load(struct cache *c)
 			c->last_stamp = arr[i]->stamp;
 	}
 	free(arr);
-	evict_locked(c, 0);
+	cache_evict_locked(c, 0);
 	while (c->max_bytes == 0 && c->lru) { /* "keep nothing" includes empty blobs */
 		entry_delete_locked(c, c->lru);
 		c->st.evictions++;
@@ -626,7 +629,8 @@ int cache_open(const struct cache_config *cfg, struct cache **out)
 	c->max_bytes = cfg->max_bytes;
 	env = getenv(CACHE_FSYNC_ENV);
 	c->sync = env && strcmp(env, "1") == 0;
-	if ((err = cache_disk_open(c, cfg->dir)) < 0 || (err = index_load(c)) < 0) {
+	if ((err = cache_disk_open(c, cfg->dir)) < 0 || (err = cache_pin_scan(c)) < 0 ||
+	    (err = index_load(c)) < 0) {
 		cache_close(c);
 		return err;
 	}

@@ -71,7 +71,31 @@ struct cache_stats {
 	/* misses include callers that waited on another's fill; fills counts fill calls;
 	 * evictions counts blobs dropped for the cap (not cache_remove). */
 	uint64_t hits, misses, fills, evictions;
+	uint64_t pinned_bytes, pinned; /* bytes and files held by cache_pin */
+	uint64_t max_bytes;	       /* the cap (cache_config.max_bytes) */
 };
 void cache_stats_get(struct cache *c, struct cache_stats *out);
+
+/* ---- pinned blobs (cache_pin.c) ---------------------------------------------------
+ * A pin is a durable private copy of some bytes, kept in <dir>/v1/pin/<name> until
+ * cache_unpin: never evicted, never deleted by cache_open, and counted against max_bytes
+ * (eviction makes room for it; it is not free space). The intent journal pins the bytes it
+ * needs to undo a destructive step. Names are [A-Za-z0-9._-], 1..64 chars, not starting
+ * with '.' (else -EINVAL). */
+
+/* Copies src_fd (from offset 0, with pread) into pin/<name>, then fsyncs the file and the
+ * pin directory: on return 0 the bytes survive a power loss. Replaces an existing pin of
+ * that name. *size_out (nullable) receives the byte count. On failure nothing is left. */
+int cache_pin(struct cache *c, const char *name, int src_fd, uint64_t *size_out);
+/* Read-only fd on a pin (the caller closes it); -ENOENT if there is none. */
+int cache_pin_open(struct cache *c, const char *name, int *fd_out);
+/* Removes a pin (0 if there was none). */
+int cache_unpin(struct cache *c, const char *name);
+/* Moves a pin out of the cache to dest_path (same filesystem: rename; else copy), fsyncing
+ * dest's directory; the pin is gone on success. */
+int cache_pin_export(struct cache *c, const char *name, const char *dest_path);
+/* Calls cb for every pin (name, size); a non-zero return stops and is returned. */
+int cache_pin_list(struct cache *c, int (*cb)(const char *name, uint64_t size, void *arg),
+		   void *arg);
 
 #endif

@@ -248,7 +248,7 @@ int cache_disk_open(struct cache *c, const char *dir)
 	int dfd = -1, v1 = -1, err;
 	size_t len = strlen(dir) + sizeof("/v1/tmp");
 
-	c->objects_fd = c->tmp_fd = c->lock_fd = -1;
+	c->objects_fd = c->tmp_fd = c->lock_fd = c->pin_fd = -1;
 	if (!(c->tmp_path = malloc(len)))
 		return -ENOMEM;
 	snprintf(c->tmp_path, len, "%s/v1/tmp", dir);
@@ -265,6 +265,8 @@ int cache_disk_open(struct cache *c, const char *dir)
 		c->objects_fd = err = open_subdir(v1, "objects", "v1/objects");
 	if (err >= 0)
 		c->tmp_fd = err = open_subdir(v1, "tmp", "v1/tmp");
+	if (err >= 0)
+		c->pin_fd = err = open_subdir(v1, "pin", "v1/pin");
 	if (err >= 0 && (err = make_shards(c->objects_fd)) < 0)
 		cache_warn("cannot create cache shard directories: %s", strerror(-err));
 	if (err >= 0) {
@@ -283,6 +285,8 @@ void cache_disk_close(struct cache *c)
 		close(c->objects_fd);
 	if (c->tmp_fd >= 0)
 		close(c->tmp_fd);
+	if (c->pin_fd >= 0)
+		close(c->pin_fd);
 	if (c->lock_fd >= 0)
 		close(c->lock_fd); /* releases the flock */
 	free(c->tmp_path);

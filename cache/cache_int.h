@@ -58,6 +58,7 @@ struct cache {
 	int objects_fd; /* O_DIRECTORY on <dir>/v1/objects */
 	int tmp_fd;	/* O_DIRECTORY on <dir>/v1/tmp */
 	int lock_fd;	/* <dir>/v1/lock, flock'ed exclusively while open */
+	int pin_fd;	/* O_DIRECTORY on <dir>/v1/pin (cache_pin.c) */
 	bool sync;	/* CACHE_FSYNC_ENV was 1: fsync before every commit */
 
 	pthread_mutex_t lock;
@@ -68,6 +69,8 @@ struct cache {
 	struct cache_fill *fills;     /* guarded by c->lock */
 	int64_t last_stamp;	      /* guarded by c->lock: stamps strictly increase */
 	struct cache_stats st;	      /* guarded by c->lock */
+	uint64_t pinned_bytes;	      /* guarded by c->lock: bytes of pin/ (cache_pin.c) */
+	uint64_t pinned;	      /* guarded by c->lock: files in pin/ */
 };
 
 /* cache_disk.c */
@@ -85,6 +88,10 @@ int cache_disk_tmp_create(struct cache *c, const char *prefix, char name_out[CAC
 int cache_disk_reopen(int fd);
 /* Sets the file's atime and mtime to stamp ns (so LRU order survives a remount). */
 int cache_disk_stamp(int fd, int64_t stamp);
+/* cache_pin.c: counts pin/ at open (before the index is loaded, so eviction sees it). */
+int cache_pin_scan(struct cache *c);
+/* cache.c: evicts LRU entries until `need` more bytes fit beside committed and pinned ones. */
+void cache_evict_locked(struct cache *c, uint64_t need);
 void cache_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -38,5 +38,8 @@ int cli_ctl_write(const char *mount, const char *name, const char *data);
 
 /* Verbs (argv[0] is the verb). */
 int cli_cmd_import(int argc, char **argv); /* cmd_import.c */
+int cli_cmd_status(int argc, char **argv);  /* cmd_status.c */
+int cli_cmd_refresh(int argc, char **argv); /* cmd_refresh.c */
+int cli_cmd_sync(int argc, char **argv);    /* cmd_sync.c */
 
 #endif

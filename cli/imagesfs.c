@@ -24,6 +24,9 @@ struct cli_verb {
 /* One row per verb; each verb's file declares its function here. */
 static const struct cli_verb cli_verbs[] = {
     {"import", cli_cmd_import, "import URL MOUNT/images/NAME"},
+    {"status", cli_cmd_status, "status [--watch] MOUNT   what the mount is doing"},
+    {"refresh", cli_cmd_refresh, "refresh MOUNT [images|variants|keys|all]   list again now"},
+    {"sync", cli_cmd_sync, "sync MOUNT   wait for pending uploads; non-zero naming failed paths"},
     {NULL, NULL, NULL},
 };
 

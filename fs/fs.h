@@ -33,6 +33,8 @@
 #include "api.h"
 #include "cache.h"
 
+struct journal; /* journal/journal.h */
+
 /* Fixed inodes. */
 #define FS_INO_ROOT 1
 #define FS_INO_IMAGES 2
@@ -42,7 +44,7 @@
 
 #define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
 #define FS_NEG_TIMEOUT 1.0	     /* seconds a negative lookup is cached by the kernel */
-#define FS_STATS_TTL_MS 5000	     /* statfs answers reuse api_stats_get this long */
+#define FS_STATS_TTL_MS 5000	     /* statfs reuses api_stats_get this long, <= dir_ttl */
 /* A listing or remote lookup that failed (server unreachable, timed out, 5xx) is answered
  * with the same error this long, so a tool that asks twice in a row (cp: openat, then stat)
  * or many waiters of one failed listing do not each wait out the network bound again. */
@@ -65,6 +67,8 @@ enum fs_kind {
 	FS_K_KEYDIR,
 	FS_K_KEY,
 	FS_K_STATS,
+	FS_K_CTLDIR, /* .imagesfs/ (fs_control.c) */
+	FS_K_CTL,    /* a control file in it */
 };
 
 /* Node flags. */
@@ -94,6 +98,10 @@ enum fs_kind {
 /* FS_NF_SCRATCH: a local scratch file (a new name beginning with '.', fs_scratch.c): written,
  * read and renamed locally, never uploaded under its own name. Always with FS_NF_PENDING. */
 #define FS_NF_SCRATCH 0x8000
+/* FS_NF_WB: an upload of this image is journaled, not yet stored (fs_writeback.c). */
+#define FS_NF_WB 0x10000
+/* FS_NF_UPLOADING: an upload of this image's bytes is running (user.state "uploading"). */
+#define FS_NF_UPLOADING 0x20000
 
 struct fs_wstate;
 
@@ -104,6 +112,7 @@ struct fs_img_extra {
 	char *filename;	     /* NULL = basename (or none, see FS_NF_NOFILENAME) */
 	char *variants_raw;  /* "url\n"..., only with FS_NF_VARRAW */
 	struct fs_wstate *w; /* staging state while being written; not owned (see fs_upload.c) */
+	char *fail;	     /* "<ERRNO>: <API message>" of the last failed upload, NULL = none */
 };
 
 struct fs_node {
@@ -123,7 +132,7 @@ struct fs_node {
 	uint32_t size;	     /* images are at most 10 MB, documents 64 KiB */
 	uint32_t gen;	     /* listing generation that last saw this node */
 	uint32_t nopen;
-	uint16_t flags;
+	uint32_t flags;
 	uint8_t kind;
 	/* NUL-terminated basename: name_buf (sized for the name the node was made with), or a
 	 * malloc'd string when a rename gave it a longer one (FS_NF_NAMEHEAP). */
@@ -155,6 +164,7 @@ struct fs_config {
 	int debug;
 	char *stamp_str; /* stamp=on|off */
 	int stamp_off;	 /* mtimes and sizes are not stored in the images' metadata */
+	int writeback; /* -o writeback: uploads after close() returns (fs_writeback.c) */
 };
 
 struct fs_listing {
@@ -163,6 +173,10 @@ struct fs_listing {
 	uint32_t gen;
 	int64_t fail_ms;  /* monotonic ms of the last failed listing (FS_FAIL_HOLD_MS) */
 	int fail_rc;	  /* its -errno */
+	/* Refresh requests (.imagesfs/refresh, SIGHUP) made, seen when the last successful
+	 * listing started, and seen when the listing in flight started: stale while a request
+	 * is newer than the last listing's start. */
+	unsigned drops, drops_listed, drops_start;
 };
 
 /* The last remote lookup that failed, answered again for FS_FAIL_HOLD_MS. */
@@ -184,6 +198,7 @@ struct fs_ctx {
 	struct api_client *api;
 	struct cache *cache;
 	struct fs_local *local; /* fs_local.c; NULL = learned sizes stay in memory */
+	struct journal *journal; /* intents of replace/rename (fs_upload.c); NULL = none */
 	struct fuse_session *se;
 	mode_t umask;
 	uid_t uid;
@@ -211,6 +226,19 @@ struct fs_ctx {
 	int64_t statfs_ms; /* monotonic ms of the cached stats, 0 = none fresh */
 	struct api_stats statfs_cache; /* last stats: statfs, or the mount-time account check */
 	uint32_t skipped_ids; /* listed ids that cannot be shown as paths */
+	/* Known images re-checked by GET since the images listing went stale (fs_images.c:
+	 * once they cost as much as a listing, the next re-check lists instead). */
+	uint32_t rechecks;
+	/* Images re-checked by GET lately (a ring): each is not asked again within dir_ttl. */
+#define FS_RECHECKED_MAX 64
+	struct {
+		fuse_ino_t ino;
+		int64_t ms;
+	} rechecked[FS_RECHECKED_MAX];
+	unsigned rechecked_next;
+	/* Set by the SIGHUP handler (no lock: async-signal-safe); fs_listing_stale_locked
+	 * turns it into a refresh of every listing. */
+	atomic_int hup;
 
 	/* Kernel dentry invalidations, sent by their own thread (never from a request
 	 * handler: that can deadlock). Guarded by lock. */
@@ -232,7 +260,7 @@ struct fs_tomb {
 };
 
 /* Per-open state, stored in fi->fh. */
-enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR };
+enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR, FS_FH_CTL };
 
 struct fs_fh {
 	int kind;
@@ -240,6 +268,7 @@ struct fs_fh {
 	struct fs_node *node; /* kept alive by nopen */
 	int fd;		      /* FS_FH_BLOB: read-only cache fd, -1 = empty file */
 	struct fs_wstate *w;  /* FS_FH_STAGED */
+	int ctl;	      /* FS_FH_CTL: index in the control-file table */
 	char *buf;	      /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
 	size_t len, cap;
 	int dirty, is_new;
@@ -257,8 +286,25 @@ int fs_log_open_file(const char *path);
 void fs_log_close_file(void);
 void fs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fs_log_debug_enabled(void);
-/* One line "imagesfs: cannot OP 'PATH': <api error>" and returns the mapped -errno. */
+/* One line "imagesfs: cannot OP 'PATH': <api error>" and returns the mapped -errno. The
+ * failure is also kept in the error log below. */
 int fs_log_api(const char *op, const char *path, int rc, const struct api_err *err);
+/* The last FS_ERRLOG_MAX failures (.imagesfs/errors), guarded by the log's own lock. */
+#define FS_ERRLOG_MAX 100
+struct fs_errlog_entry {
+	int64_t wall_ms; /* Unix epoch ms */
+	char op[24];
+	char path[1040];
+	int err; /* positive errno */
+	long http_status;
+	int cf_code;
+	char message[256];
+};
+/* Copies the kept failures, oldest first, into out (room for FS_ERRLOG_MAX; nullable);
+ * returns how many. *total (nullable) receives the failures recorded since the mount. */
+size_t fs_errlog_snapshot(struct fs_errlog_entry *out, uint64_t *total);
+/* "EINVAL" for EINVAL; "E<number>" for an errno without a name. buf: >= 16 bytes. */
+const char *fs_errno_name(int err, char *buf, size_t len);
 
 /* ---- fs_node.c: inode table (all _locked functions need fs->lock) ------------ */
 int fs_table_init(struct fs_ctx *fs);
@@ -278,6 +324,9 @@ int fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *di
 /* Like fs_node_unlink_locked for removals the kernel did not ask for (listing sweeps, images
  * found gone, failed creations): also tells the kernel to drop its cached dentry. */
 void fs_node_drop_locked(struct fs_ctx *fs, struct fs_node *n);
+/* Queues a kernel dentry invalidation of (parent, name), e.g. a cached negative entry of a
+ * name that exists again; sent by the invalidation thread. */
+void fs_inval_queue_locked(struct fs_ctx *fs, fuse_ino_t parent, const char *name);
 int fs_inval_start(struct fs_ctx *fs);
 void fs_inval_stop(struct fs_ctx *fs);
 void fs_node_forget_locked(struct fs_ctx *fs, struct fs_node *n, uint64_t nlookup);
@@ -293,6 +342,8 @@ char *fs_node_path_locked(struct fs_ctx *fs, struct fs_node *n);
 int fs_node_in_images(const struct fs_node *n);
 void fs_node_attr_locked(struct fs_ctx *fs, const struct fs_node *n, struct stat *st);
 double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
+/* Entry timeout: dir_ttl, capped for listed names by how long the listing stays fresh. */
+double fs_node_entry_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
 /* Attribute timeout of a readdirplus entry (see fs_node.c: FS_NF_KSTALE). */
 double fs_node_dirplus_timeout_locked(struct fs_ctx *fs, const struct fs_node *n);
 /* Fills e for a reply and counts one lookup. */
@@ -301,7 +352,16 @@ int fs_name_valid(const char *name);
 
 /* ---- fs_list.c: the images listing ------------------------------------------ */
 int64_t fs_now_ms(void); /* monotonic */
-int fs_listing_stale_locked(struct fs_ctx *fs, const struct fs_listing *l);
+/* Stale: never listed, older than dir_ttl, or dropped (refresh/SIGHUP, applied here). */
+int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l);
+/* Seconds the listing stays fresh (0 when stale): a cap on what the kernel may cache. */
+double fs_listing_left_locked(struct fs_ctx *fs, const struct fs_listing *l);
+#define FS_DROP_IMAGES 1
+#define FS_DROP_VARIANTS 2
+#define FS_DROP_KEYS 4
+#define FS_DROP_ALL 7
+/* Marks the listings in mask (FS_DROP_*) stale, and statfs's stats with them. */
+void fs_listings_drop_locked(struct fs_ctx *fs, int mask);
 int fs_images_refresh(struct fs_ctx *fs, int force);
 /* Applies an API image to the table (creating nodes for its path). Returns the image node,
  * or NULL when the id cannot be shown as a path. */
@@ -317,8 +377,18 @@ void fs_var_names_add_locked(struct fs_ctx *fs, const char *name);
 void fs_var_names_del_locked(struct fs_ctx *fs, const char *name);
 void fs_var_free_locked(struct fs_ctx *fs);
 
+/* Before lookup, getattr, getxattr or open answer for n (below images/, kept alive by the
+ * caller): when the images listing is older than dir_ttl, re-checks n by listing again or by
+ * one GET of that image, whichever costs fewer requests (see fs_list.c). 0: n answers
+ * (possibly updated; also when the API cannot be reached, from the table); -ENOENT: the
+ * image is gone and n left the table. */
+int fs_img_recheck(struct fs_ctx *fs, struct fs_node *n);
+/* Whether n is a listed name that fs_img_recheck would check now. */
+int fs_img_recheck_due_locked(struct fs_ctx *fs, struct fs_node *n);
+
 /* ---- fs_images.c: lookup and reading ----------------------------------------- */
 void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name);
+
 void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi);
 void fs_img_read(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off);
 /* Gets a read-only fd on the blob of (id, version) through the cache (downloading once). */
@@ -401,6 +471,29 @@ int fs_is_scratch_name(const char *name);
 int fs_node_is_scratch_locked(const struct fs_node *n);
 /* Drops every scratch file still in the table (at unmount), one log line each. */
 void fs_scratch_drop_all(struct fs_ctx *fs);
+/* Puts the bytes of fd into the cache as (id, version); best effort. */
+void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd);
+
+/* ---- fs_writeback.c: -o writeback ---------------------------------------------- */
+#define FS_WB_DRAIN_MS 60000		 /* a clean unmount waits this long for pending uploads */
+#define FS_SYNC_WAIT_MS (10 * 60 * 1000) /* .imagesfs/sync waits at most this long */
+/* A synchronous upload or rename waits at most this long for an unfinished journal entry of
+ * the same id (a restore in the background), then goes ahead. */
+#define FS_JOURNAL_ORDER_MS 30000
+/* Journals n's staged bytes for a background upload; 0 once durable, or -errno. */
+int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size);
+/* Wait for a pending write-back upload of the image (node, child, inode) before an
+ * operation that must be ordered after it: 0 (stored, or none), -EIO (refused), or
+ * -ETIMEDOUT. fs_wb_wait_child maps -EIO to 0 (the operation then sees what is stored). */
+int fs_wb_wait_node(struct fs_ctx *fs, struct fs_node *n);
+int fs_wb_wait_child(struct fs_ctx *fs, struct fs_node *dir, const char *name);
+int fs_wb_wait_ino(struct fs_ctx *fs, fuse_ino_t ino);
+/* journal_config.on_upload: applies a stored (or refused) write-back upload to the node. */
+void fs_wb_on_upload(void *arg, const char *id, const struct api_image *img, int fd);
+/* journal_config.on_restored: a replaced image put back by the journal shows again. */
+void fs_journal_on_restored(void *arg, const struct api_image *img);
+/* Clean unmount: waits up to FS_WB_DRAIN_MS for pending journal entries, logging. */
+void fs_wb_drain(struct fs_ctx *fs);
 
 /* ---- fs_xattr.c ---------------------------------------------------------------- */
 void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
@@ -420,6 +513,9 @@ void fs_url_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *value, size_
 void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len);
 /* malloc'd "name count\n" lines of fs->ops (the FS_XATTR_OPS value); NULL on ENOMEM. */
 char *fs_ops_stats_text(struct fs_ctx *fs);
+/* user.state of an image (malloc'd, NULL on ENOMEM): "stored", "local", "pending",
+ * "uploading" or "failed: <ERRNO>: <API message>". */
+char *fs_img_state_locked(struct fs_ctx *fs, const struct fs_node *n);
 
 /* ---- fs_special.c: variants/, keys/, stats, statfs ----------------------------- */
 int fs_variants_refresh(struct fs_ctx *fs, int force);
@@ -436,6 +532,21 @@ int fs_special_flush(struct fs_ctx *fs, struct fs_fh *fh);
 void fs_special_release(struct fs_ctx *fs, struct fs_fh *fh);
 int fs_special_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name);
 void fs_op_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* ---- fs_control.c: .imagesfs/ (status, errors, refresh) ------------------------ */
+#define FS_CTL_DIR ".imagesfs"
+/* Links .imagesfs/ and its files below the root; call once after fs_table_init. */
+int fs_ctl_init(struct fs_ctx *fs);
+/* Installs the SIGHUP handler (refresh all listings); after fuse_set_signal_handlers. */
+int fs_ctl_signals(struct fs_ctx *fs);
+mode_t fs_ctl_mode(const struct fs_node *n);
+int fs_ctl_open(struct fs_ctx *fs, struct fs_node *n, int flags, struct fs_fh **out);
+void fs_ctl_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);
+ssize_t fs_ctl_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_t size);
+/* Frees a released control handle after a grace period (see fs_control.c); takes fh. */
+void fs_ctl_release(struct fs_fh *fh);
+/* Frees every handle still waiting; once no request can run (after the session). */
+void fs_ctl_cleanup(void);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;

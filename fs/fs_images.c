@@ -8,6 +8,8 @@
  * cannot, and answers the next misses for dir_ttl). Negative answers are cached by the kernel for
  * FS_NEG_TIMEOUT.
  *
+ * Known names are re-checked once the listing is older than dir_ttl (fs_list.c).
+ *
  * Reading goes through the blob cache: the first open of a version downloads it once (the
  * cache single-flights concurrent opens), later opens and remounts read the local copy.
  * Content per (id, uploaded) never changes, so the kernel page cache is kept across opens.
@@ -23,6 +25,7 @@
  * inode or page lock, and the inode is pinned by the opening file.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -114,6 +117,10 @@ static void lookup_remote(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir
 		return;
 	}
 	rc = api_image_get(fs->api, id, &img, &err);
+	if (rc == 0 && journal_hides(fs->journal, id)) { /* renamed away; delete pending */
+		api_image_release(&img);
+		rc = -ENOENT;
+	}
 	if (rc == -ENOENT) {
 		free(id);
 		reply_negative(req);
@@ -148,8 +155,25 @@ void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 		fuse_reply_err(req, ENAMETOOLONG);
 		return;
 	}
+	pthread_mutex_lock(&fs->lock);
+	struct fs_node *known = fs_node_child_locked(fs, dir, name);
+	if (known && fs_img_recheck_due_locked(fs, known))
+		known->nopen++; /* pinned across the re-check */
+	else
+		known = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (known) {
+		fs_img_recheck(fs, known);
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, known);
+		pthread_mutex_unlock(&fs->lock);
+	}
 	if (lookup_table(req, fs, dir, name))
 		return;
+	if (known) { /* re-checked and gone */
+		reply_negative(req);
+		return;
+	}
 	pthread_mutex_lock(&fs->lock);
 	/* One page of listing costs what one GET of the name costs and answers every other miss
 	 * for dir_ttl: what rsync needs, which probes two missing names per file (the target
@@ -201,6 +225,8 @@ int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *p
 	       uint64_t *size)
 {
 	struct blob_fill bf = {.fs = fs, .id = id};
+	if (fs->journal && journal_upload_fd(fs->journal, id, fd, size) == 0)
+		return 0; /* a write-back upload not stored yet: its bytes */
 	int rc = cache_get(fs->cache, id, version, blob_fill_fn, &bf, fd, size);
 	if (rc < 0) {
 		if (bf.called)
@@ -256,7 +282,8 @@ again:
 			return rc;
 		goto again;
 	}
-	int pending = (n->flags & FS_NF_PENDING) != 0;
+	/* a journaled write-back upload reads its pinned bytes through fs_blob_fd */
+	int pending = (n->flags & FS_NF_PENDING) && !(n->flags & FS_NF_WB);
 	int64_t version = n->uploaded_ms;
 	int known = (n->flags & FS_NF_SIZE) != 0;
 	*inval = (n->flags & FS_NF_INVAL) != 0;
@@ -308,7 +335,7 @@ void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fu
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		rc = fs_img_open_write(fs, n, fi, &fh);
-	else
+	else if ((rc = fs_img_recheck(fs, n)) == 0)
 		rc = open_blob(fs, n, &fh, &inval, &kattr);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -416,6 +443,9 @@ static void unlink_done_locked(struct fs_ctx *fs, struct fs_node *n, const char 
 
 int fs_img_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name)
 {
+	int wrc = fs_wb_wait_child(fs, dir, name); /* ordered after a pending upload */
+	if (wrc < 0)
+		return wrc;
 	struct api_err err;
 	pthread_mutex_lock(&fs->lock);
 	struct fs_node *n = fs_node_child_locked(fs, dir, name);

@@ -18,11 +18,23 @@
  * listing is in flight is remembered as a tombstone so a page fetched before the delete
  * does not bring it back.
  *
+ * Freshness of known names. Once the listing is older than dir_ttl, a lookup, getattr,
+ * getxattr or open of a name the table knows re-checks it first (fs_img_recheck), and the
+ * kernel never caches a listed name longer than the listing stays fresh (fs_node.c), so a
+ * change made elsewhere shows within dir_ttl plus one request. A re-check costs either a
+ * listing (ceil(images / 10,000) requests, and every name is fresh again) or one GET of
+ * that image (only that name). Like renting skis: GETs while they have cost less than
+ * one listing since it went stale (fs->rechecks), then a listing, so a burst of checks
+ * costs at most twice the cheaper choice in hindsight. An account that fits in one page
+ * always lists. An image fetched by GET is not asked again within dir_ttl (a small ring
+ * of the last ones: a stat is a lookup and a getattr, and getfattr -d asks per name).
+ *
  * Variant URLs. The list gives every image one delivery URL per variant. They almost always
  * follow one account-wide pattern, base + id + "/" + name, so the pattern is kept once and
  * an image stores its own list only when it differs.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -38,9 +50,32 @@ int64_t fs_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int fs_listing_stale_locked(struct fs_ctx *fs, const struct fs_listing *l)
+void fs_listings_drop_locked(struct fs_ctx *fs, int mask)
 {
-	return l->fresh_ms == 0 || fs_now_ms() - l->fresh_ms >= (int64_t)fs->cfg.dir_ttl * 1000;
+	if (mask & FS_DROP_IMAGES)
+		fs->images.drops++;
+	if (mask & FS_DROP_VARIANTS)
+		fs->variants.drops++;
+	if (mask & FS_DROP_KEYS)
+		fs->keys.drops++;
+	fs->statfs_ms = 0;
+}
+
+int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l)
+{
+	/* SIGHUP since the last look: refresh everything (a load first: this runs per request) */
+	if (atomic_load_explicit(&fs->hup, memory_order_relaxed) && atomic_exchange(&fs->hup, 0))
+		fs_listings_drop_locked(fs, FS_DROP_ALL);
+	return l->fresh_ms == 0 || l->drops != l->drops_listed ||
+	       fs_now_ms() - l->fresh_ms >= (int64_t)fs->cfg.dir_ttl * 1000;
+}
+
+double fs_listing_left_locked(struct fs_ctx *fs, const struct fs_listing *l)
+{
+	if (l->fresh_ms == 0 || l->drops != l->drops_listed)
+		return 0;
+	int64_t left = (int64_t)fs->cfg.dir_ttl * 1000 - (fs_now_ms() - l->fresh_ms);
+	return left > 0 ? (double)left / 1000.0 : 0;
 }
 
 void fs_tomb_add_locked(struct fs_ctx *fs, const char *id)
@@ -258,7 +293,7 @@ void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_im
 		n->flags |= FS_NF_NOFILENAME;
 	unsigned ext = img->filename ? fn_ext_index(n->name, img->filename) : 0;
 	int own_fn = img->filename && !ext && strcmp(img->filename, n->name) != 0;
-	n->flags |= (uint16_t)(ext << FS_NF_FNEXT_SHIFT);
+	n->flags |= (uint32_t)(ext << FS_NF_FNEXT_SHIFT);
 	/* The first image of each listing may re-learn the pattern (variants changed). */
 	if (!fs->var_base ||
 	    (fs->images.busy && fs->var_gen != fs->images.gen && !var_matches_locked(fs, img))) {
@@ -340,7 +375,7 @@ struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image
 	}
 	n->gen = fs->images.gen;
 	/* Local state wins over the listing while the file is pending or being written. */
-	if ((n->flags & FS_NF_PENDING) || (n->u.img && n->u.img->w))
+	if ((n->flags & (FS_NF_PENDING | FS_NF_WB)) || (n->u.img && n->u.img->w))
 		return n;
 	fs_img_set_locked(fs, n, img);
 	if (!(n->flags & FS_NF_SIZE) || fs->cfg.stamp_off) /* what this host learned */
@@ -388,7 +423,7 @@ static int list_cb(const struct api_image *img, void *arg)
 		return 0;
 	pthread_mutex_lock(&fs->lock);
 	int full = fs->n_images >= run->cap;
-	if (!full && !tomb_has_locked(fs, img->id))
+	if (!full && !tomb_has_locked(fs, img->id) && !journal_hides(fs->journal, img->id))
 		fs_images_apply_locked(fs, img);
 	pthread_mutex_unlock(&fs->lock);
 	if (full) {
@@ -439,8 +474,8 @@ static void sweep_locked(struct fs_ctx *fs, struct fs_node *dir, uint32_t gen)
 			sweep_locked(fs, c, gen);
 			if (!c->u.first_child && !(c->flags & FS_NF_LOCALDIR))
 				fs_node_drop_locked(fs, c);
-		} else if (c->kind == FS_K_IMG && c->gen != gen && !(c->flags & FS_NF_PENDING) &&
-			   !(c->u.img && c->u.img->w)) {
+		} else if (c->kind == FS_K_IMG && c->gen != gen &&
+			   !(c->flags & (FS_NF_PENDING | FS_NF_WB)) && !(c->u.img && c->u.img->w)) {
 			fs_node_drop_locked(fs, c);
 		}
 	}
@@ -464,6 +499,7 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 		return rc;
 	}
 	fs->images.busy = 1;
+	fs->images.drops_start = fs->images.drops;
 	uint32_t gen = ++fs->images.gen;
 	fs->skipped_ids = 0;
 	struct list_run run = {.fs = fs, .cap = list_cap_locked(fs)};
@@ -484,6 +520,8 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 		sweep_locked(fs, fs->fixed[FS_INO_IMAGES], gen);
 		fs->images.fresh_ms = fs_now_ms();
 		fs->images.fail_ms = 0;
+		fs->images.drops_listed = fs->images.drops_start;
+		fs->rechecks = 0;
 	} else {
 		fs->images.fail_ms = fs_now_ms();
 		fs->images.fail_rc = rc;
@@ -513,4 +551,114 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 		       "same name) and are hidden",
 		       skipped);
 	return 0;
+}
+
+/* ---- freshness ---------------------------------------------------------------- */
+
+#define RECHECK_PER_PAGE 10000 /* images per v2 list request (api_images_list default) */
+
+/* An image the API says is gone leaves the table (unless written here meanwhile). */
+static void recheck_drop(struct fs_ctx *fs, struct fs_node *n, int64_t version)
+{
+	pthread_mutex_lock(&fs->lock);
+	if ((n->flags & FS_NF_LINKED) && n->uploaded_ms == version && !(n->u.img && n->u.img->w)) {
+		struct fs_node *dir = n->parent;
+		fs_node_drop_locked(fs, n);
+		if (!dir->u.first_child && dir->ino != FS_INO_IMAGES)
+			dir->flags |= FS_NF_LOCALDIR;
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* One GET of n's image: applies the answer, or drops n when the image is gone. */
+static int recheck_get(struct fs_ctx *fs, struct fs_node *n, char *id, char *path,
+		       int64_t version)
+{
+	struct api_image img;
+	struct api_err err;
+	int rc = api_image_get(fs->api, id, &img, &err);
+	if (rc == -ENOENT) {
+		recheck_drop(fs, n, version);
+		rc = -ENOENT;
+	} else if (rc < 0) {
+		fs_log_api("re-check", path, rc, &err);
+		pthread_mutex_lock(&fs->lock);
+		fs->images.fail_ms = fs_now_ms(); /* as a failed listing: re-checks pause */
+		fs->images.fail_rc = rc;
+		pthread_mutex_unlock(&fs->lock);
+		rc = 0; /* cannot tell: the table answers */
+	} else {
+		pthread_mutex_lock(&fs->lock);
+		if ((n->flags & FS_NF_LINKED) && !(n->flags & FS_NF_PENDING) &&
+		    !(n->u.img && n->u.img->w) && !img.draft)
+			fs_img_set_locked(fs, n, &img);
+		unsigned i = fs->rechecked_next++ % FS_RECHECKED_MAX;
+		fs->rechecked[i].ino = n->ino;
+		fs->rechecked[i].ms = fs_now_ms();
+		pthread_mutex_unlock(&fs->lock);
+		api_image_release(&img);
+	}
+	free(id);
+	free(path);
+	return rc;
+}
+
+/* Whether n is a name from the listing that needs a re-check now. Caller holds fs->lock. */
+int fs_img_recheck_due_locked(struct fs_ctx *fs, struct fs_node *n)
+{
+	if (!(n->flags & FS_NF_LINKED) || n->ino == FS_INO_IMAGES || fs->images.fresh_ms == 0)
+		return 0;
+	if (n->kind == FS_K_IMG &&
+	    ((n->flags & (FS_NF_PENDING | FS_NF_UPLOADING | FS_NF_WB)) || (n->u.img && n->u.img->w)))
+		return 0; /* made or being written here: the table is the truth */
+	if (n->kind == FS_K_DIR && (n->flags & FS_NF_LOCALDIR))
+		return 0;
+	if (n->kind != FS_K_IMG && n->kind != FS_K_DIR)
+		return 0;
+	if (!fs_listing_stale_locked(fs, &fs->images))
+		return 0;
+	int64_t now = fs_now_ms(), ttl_ms = (int64_t)fs->cfg.dir_ttl * 1000;
+	for (unsigned i = 0; i < FS_RECHECKED_MAX; i++)
+		if (fs->rechecked[i].ino == n->ino && now - fs->rechecked[i].ms < ttl_ms)
+			return 0; /* fetched by GET within dir_ttl (lookup, then getattr) */
+	return 1;
+}
+
+int fs_img_recheck(struct fs_ctx *fs, struct fs_node *n)
+{
+	char *id = NULL, *path = NULL;
+	pthread_mutex_lock(&fs->lock);
+	/* A listing in flight brings every name soon: the table answers rather than queue
+	 * behind it, so a cached image stays readable at once while a slow or dead API holds
+	 * the listing; after a listing failed, the table answers for dir_ttl (until an ls or
+	 * the next re-check lists again) instead of each operation waiting out the network. */
+	int64_t ttl_ms = (int64_t)fs->cfg.dir_ttl * 1000;
+	if (!fs_img_recheck_due_locked(fs, n) || fs->images.busy ||
+	    (fs->images.fail_ms && fs_now_ms() - fs->images.fail_ms < ttl_ms)) {
+		pthread_mutex_unlock(&fs->lock);
+		return 0;
+	}
+	uint64_t pages = fs->n_images / RECHECK_PER_PAGE + 1;
+	int by_get = n->kind == FS_K_IMG && fs->rechecks + 1 < pages;
+	int64_t version = n->uploaded_ms;
+	if (by_get) {
+		fs->rechecks++;
+		id = fs_node_id_locked(fs, n);
+		path = fs_node_path_locked(fs, n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (by_get) {
+		if (!id || !path) {
+			free(id);
+			free(path);
+			return 0;
+		}
+		return recheck_get(fs, n, id, path, version);
+	}
+	if (fs_images_refresh(fs, 0) < 0)
+		return 0; /* logged; the last listing answers while the API fails */
+	pthread_mutex_lock(&fs->lock);
+	int gone = !(n->flags & FS_NF_LINKED);
+	pthread_mutex_unlock(&fs->lock);
+	return gone ? -ENOENT : 0;
 }

@@ -4,11 +4,15 @@
  *
  * Messages never contain secrets: callers pass ids, paths and API error text only (the API
  * layer's messages come from the server envelope, never from request headers).
+ *
+ * Every API failure logged through fs_log_api is also kept in a ring of the last
+ * FS_ERRLOG_MAX (.imagesfs/errors): fixed-size entries, one lock held only to copy.
  */
 #include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +23,10 @@
 static int log_syslog;
 static int log_debug;
 static int log_fd = -1; /* set once before any thread starts */
+
+static pthread_mutex_t errlog_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fs_errlog_entry errlog[FS_ERRLOG_MAX]; /* guarded by errlog_lock */
+static uint64_t errlog_total;			      /* guarded by errlog_lock */
 
 int fs_log_open_file(const char *path)
 {
@@ -96,10 +104,59 @@ void fs_log(int level, const char *fmt, ...)
 		fprintf(stderr, "imagesfs: %s\n", line);
 }
 
+const char *fs_errno_name(int err, char *buf, size_t len)
+{
+	const char *name = strerrorname_np(err);
+	if (name)
+		return name;
+	snprintf(buf, len, "E%d", err);
+	return buf;
+}
+
+static int64_t wall_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void errlog_add(const char *op, const char *path, int rc, const struct api_err *err)
+{
+	pthread_mutex_lock(&errlog_lock);
+	struct fs_errlog_entry *e = &errlog[errlog_total % FS_ERRLOG_MAX];
+	memset(e, 0, sizeof(*e));
+	e->wall_ms = wall_now_ms();
+	snprintf(e->op, sizeof(e->op), "%s", op);
+	snprintf(e->path, sizeof(e->path), "%s", path);
+	e->err = -rc;
+	if (err) {
+		e->http_status = err->http_status;
+		e->cf_code = err->cf_code;
+		snprintf(e->message, sizeof(e->message), "%s", err->message);
+	}
+	if (!e->message[0])
+		snprintf(e->message, sizeof(e->message), "%s", strerror(-rc));
+	errlog_total++;
+	pthread_mutex_unlock(&errlog_lock);
+}
+
+size_t fs_errlog_snapshot(struct fs_errlog_entry *out, uint64_t *total)
+{
+	pthread_mutex_lock(&errlog_lock);
+	uint64_t n = errlog_total < FS_ERRLOG_MAX ? errlog_total : FS_ERRLOG_MAX;
+	for (uint64_t i = 0; out && i < n; i++)
+		out[i] = errlog[(errlog_total - n + i) % FS_ERRLOG_MAX];
+	if (total)
+		*total = errlog_total;
+	pthread_mutex_unlock(&errlog_lock);
+	return (size_t)n;
+}
+
 int fs_log_api(const char *op, const char *path, int rc, const struct api_err *err)
 {
 	char buf[384];
 
+	errlog_add(op, path, rc, err);
 	if (err && (err->http_status || err->curl_code || err->message[0]))
 		fs_log(FS_LOG_ERR, "cannot %s '%s': %s", op, path,
 		       api_err_str(err, buf, sizeof(buf)));

@@ -164,6 +164,7 @@ static void extra_free(struct fs_img_extra *x)
 	free(x->creator);
 	free(x->filename);
 	free(x->variants_raw);
+	free(x->fail);
 	free(x);
 }
 
@@ -187,7 +188,8 @@ static void node_free(struct fs_ctx *fs, struct fs_node *n)
 
 static int is_dir_kind(int kind)
 {
-	return kind == FS_K_ROOT || kind == FS_K_DIR || kind == FS_K_VARDIR || kind == FS_K_KEYDIR;
+	return kind == FS_K_ROOT || kind == FS_K_DIR || kind == FS_K_VARDIR || kind == FS_K_KEYDIR ||
+	       kind == FS_K_CTLDIR;
 }
 
 int fs_table_init(struct fs_ctx *fs)
@@ -352,7 +354,8 @@ struct fs_img_extra *fs_node_extra_locked(struct fs_node *n)
 void fs_node_extra_trim_locked(struct fs_node *n)
 {
 	struct fs_img_extra *x = n->u.img;
-	if (x && !x->meta && !x->creator && !x->filename && !x->variants_raw && !x->w) {
+	if (x && !x->meta && !x->creator && !x->filename && !x->variants_raw && !x->w &&
+	    !x->fail) {
 		free(x);
 		n->u.img = NULL;
 	}
@@ -423,6 +426,10 @@ static mode_t node_mode(struct fs_ctx *fs, const struct fs_node *n)
 		return S_IFREG | ((0444 | wr) & ~fs->umask);
 	case FS_K_KEY:
 		return S_IFREG | (fs->cfg.ro ? 0400 : 0600); /* secrets: umask cannot widen */
+	case FS_K_CTLDIR:
+		return S_IFDIR | 0555;
+	case FS_K_CTL:
+		return fs_ctl_mode(n);
 	default:
 		return S_IFREG | 0444;
 	}
@@ -455,15 +462,36 @@ void fs_node_attr_locked(struct fs_ctx *fs, const struct fs_node *n, struct stat
 	st->st_atim = st->st_mtim;
 }
 
+/*
+ * What the kernel may cache of a name from the images listing: no longer than the listing
+ * stays fresh, so once it is older than dir_ttl the kernel asks again and the name is
+ * re-checked (fs_img_recheck) before anything answers from the table. Files and
+ * directories made here and not uploaded yet are the table's own.
+ */
+double fs_node_entry_timeout_locked(struct fs_ctx *fs, const struct fs_node *n)
+{
+	if ((n->kind != FS_K_IMG && n->kind != FS_K_DIR) || n->ino == FS_INO_IMAGES)
+		return fs->ttl;
+	if ((n->kind == FS_K_IMG && (n->flags & FS_NF_PENDING)) ||
+	    (n->kind == FS_K_DIR && (n->flags & FS_NF_LOCALDIR)))
+		return fs->ttl;
+	double left = fs_listing_left_locked(fs, &fs->images);
+	return left < fs->ttl ? left : fs->ttl;
+}
+
 double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n)
 {
 	switch (n->kind) {
 	case FS_K_IMG:
 		/* Unknown size: 0 so the kernel asks again once the blob is cached. Being
 		 * written: the size changes under the kernel. */
-		return (n->flags & FS_NF_SIZE) && !(n->u.img && n->u.img->w) ? fs->ttl : 0;
+		return (n->flags & FS_NF_SIZE) && !(n->u.img && n->u.img->w) ? fs_node_entry_timeout_locked(fs, n)
+									     : 0;
 	case FS_K_STATS:
+	case FS_K_CTL:
 		return 0;
+	case FS_K_DIR:
+		return fs_node_entry_timeout_locked(fs, n);
 	default:
 		return fs->ttl;
 	}
@@ -479,7 +507,7 @@ double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n)
 double fs_node_dirplus_timeout_locked(struct fs_ctx *fs, const struct fs_node *n)
 {
 	if (n->kind == FS_K_IMG)
-		return n->u.img && n->u.img->w ? 0 : fs->ttl;
+		return n->u.img && n->u.img->w ? 0 : fs_node_entry_timeout_locked(fs, n);
 	return fs_node_attr_timeout_locked(fs, n);
 }
 
@@ -490,28 +518,33 @@ void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entr
 	e->generation = 1;
 	fs_node_attr_locked(fs, n, &e->attr);
 	e->attr_timeout = fs_node_attr_timeout_locked(fs, n);
-	e->entry_timeout = fs->ttl;
+	e->entry_timeout = fs_node_entry_timeout_locked(fs, n);
 	n->nlookup++;
 }
 
 /* ---- kernel dentry invalidation ---------------------------------------------------- */
 
+void fs_inval_queue_locked(struct fs_ctx *fs, fuse_ino_t parent, const char *name)
+{
+	if (!fs->inval_running)
+		return;
+	size_t len = strlen(name);
+	struct fs_inval *iv = malloc(sizeof(*iv) + len + 1);
+	if (iv) {
+		iv->next = NULL;
+		iv->parent = parent;
+		memcpy(iv->name, name, len + 1);
+		*fs->inval_tail = iv;
+		fs->inval_tail = &iv->next;
+		pthread_cond_signal(&fs->inval_cond);
+	}
+}
+
 void fs_node_drop_locked(struct fs_ctx *fs, struct fs_node *n)
 {
 	if (!(n->flags & FS_NF_LINKED))
 		return;
-	if (fs->inval_running) {
-		size_t len = strlen(n->name);
-		struct fs_inval *iv = malloc(sizeof(*iv) + len + 1);
-		if (iv) {
-			iv->next = NULL;
-			iv->parent = n->parent->ino;
-			memcpy(iv->name, n->name, len + 1);
-			*fs->inval_tail = iv;
-			fs->inval_tail = &iv->next;
-			pthread_cond_signal(&fs->inval_cond);
-		}
-	}
+	fs_inval_queue_locked(fs, n->parent->ino, n->name);
 	fs_node_unlink_locked(fs, n);
 }
 

@@ -87,7 +87,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fs_img_lookup(req, fs, dir, name);
 		return;
 	}
-	if (kind == FS_K_ROOT) {
+	if (kind == FS_K_ROOT || kind == FS_K_CTLDIR) {
 		pthread_mutex_lock(&fs->lock);
 		struct fs_node *n = fs_node_child_locked(fs, dir, name);
 		if (n)
@@ -142,6 +142,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	atomic_fetch_add_explicit(&fs->ops.getattr, 1, memory_order_relaxed);
 	pthread_mutex_lock(&fs->lock);
 	struct fs_node *n = fs_node_get_locked(fs, ino);
+	pthread_mutex_unlock(&fs->lock);
+	/* The kernel holds ino, so n stays valid; an open file (fstat) keeps what it has. */
+	if (n && !fi && fs_img_recheck(fs, n) == -ENOENT) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
 	if (n) {
 		fs_node_attr_locked(fs, n, &st);
 		timeout = fs_node_attr_timeout_locked(fs, n);
@@ -155,14 +162,15 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* Mode and owner changes: accepted and ignored on images and directories (modes come from
  * umask=, owners from uid=/gid=; the API stores neither), so `rsync -a`, `cp -a` and `mv`
- * exit 0. The root and stats are fixed (EPERM). Times are stored on images (fs_times.c) and
+ * exit 0. The root, stats and .imagesfs/ are fixed (EPERM). Times are stored on images (fs_times.c) and
  * accepted without effect elsewhere. Returns 0 or -errno; never changes anything. */
 static int setattr_check_locked(struct fs_ctx *fs, struct fs_node *n, const struct stat *attr,
 				int to_set)
 {
 	struct stat cur;
 	fs_node_attr_locked(fs, n, &cur);
-	if (n->kind != FS_K_ROOT && n->kind != FS_K_STATS)
+	if (n->kind != FS_K_ROOT && n->kind != FS_K_STATS && n->kind != FS_K_CTLDIR &&
+	    n->kind != FS_K_CTL)
 		return 0;
 	if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (cur.st_mode & 07777))
 		return -EPERM;
@@ -195,6 +203,8 @@ static int setattr_size(struct fs_ctx *fs, struct fs_node *n, struct fs_fh *fh, 
 		return fs_special_truncate(fh, size);
 	if (n->kind == FS_K_STATS)
 		return -EACCES;
+	if (n->kind == FS_K_CTL) /* `>` opens with O_TRUNC; only writable files take it */
+		return (fs_ctl_mode(n) & 0200) && size == 0 ? 0 : -EACCES;
 	if (n->kind != FS_K_IMG)
 		return n->kind == FS_K_DIR ? -EISDIR : -EPERM;
 	pthread_mutex_lock(&fs->lock);
@@ -236,9 +246,9 @@ static int refuse_in(struct fs_ctx *fs, int kind)
 		return ENOENT;
 	if (fs->cfg.ro)
 		return EROFS;
-	if (kind == FS_K_ROOT)
+	if (kind == FS_K_ROOT || kind == FS_K_CTLDIR)
 		return EACCES;
-	if (kind == FS_K_IMG || kind == FS_K_VAR || kind == FS_K_KEY || kind == FS_K_STATS)
+	if (kind == FS_K_IMG || kind == FS_K_CTL || kind == FS_K_VAR || kind == FS_K_KEY || kind == FS_K_STATS)
 		return ENOTDIR;
 	return EPERM;
 }
@@ -247,7 +257,9 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	struct fs_node *dir;
 	int kind = node_kind(ctx(req), parent, &dir);
-	fuse_reply_err(req, ctx(req)->cfg.ro ? EROFS : kind == FS_K_ROOT ? EACCES : EPERM);
+	fuse_reply_err(req, ctx(req)->cfg.ro			       ? EROFS
+			    : kind == FS_K_ROOT || kind == FS_K_CTLDIR ? EACCES
+								       : EPERM);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -272,7 +284,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
 	int kind = node_kind(fs, parent, &dir), rc;
-	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT)
+	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT || kind == FS_K_CTLDIR)
 		rc = -refuse_in(fs, kind);
 	else if (kind == FS_K_DIR)
 		rc = fs_img_unlink(fs, dir, name);
@@ -288,7 +300,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
 	int kind = node_kind(fs, parent, &dir), rc;
-	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT)
+	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT || kind == FS_K_CTLDIR)
 		rc = -refuse_in(fs, kind);
 	else if (kind == FS_K_DIR)
 		rc = fs_img_rmdir(fs, dir, name);
@@ -321,7 +333,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		rc = -ENOENT;
 	else if (fs->cfg.ro)
 		rc = -EROFS;
-	else if (ok == FS_K_ROOT || nk == FS_K_ROOT)
+	else if (ok == FS_K_ROOT || nk == FS_K_ROOT || ok == FS_K_CTLDIR || nk == FS_K_CTLDIR)
 		rc = -EACCES;
 	else if (flags & RENAME_EXCHANGE)
 		rc = -EINVAL;
@@ -349,7 +361,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_img_open(req, fs, n, fi);
 		return;
 	}
-	if (kind < 0)
+	if (kind == FS_K_CTL)
+		rc = fs_ctl_open(fs, n, fi->flags, &fh);
+	else if (kind < 0)
 		rc = -ENOENT;
 	else if (kind != FS_K_VAR && kind != FS_K_KEY && kind != FS_K_STATS)
 		rc = -EISDIR;
@@ -410,6 +424,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_fh *fh = fh_of(fi);
 	if (fh->kind == FS_FH_BUF)
 		fs_special_read(req, fh, size, off);
+	else if (fh->kind == FS_FH_CTL)
+		fs_ctl_read(req, fh, size, off);
 	else
 		fs_img_read(req, ctx(req), fh, size, off);
 }
@@ -423,6 +439,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		rc = fs_img_write(ctx(req), fh, buf, size, off);
 	else if (fh->kind == FS_FH_BUF)
 		rc = fs_special_write(fh, buf, size, off);
+	else if (fh->kind == FS_FH_CTL)
+		rc = fs_ctl_write(ctx(req), fh, buf, size);
 	else
 		rc = -EBADF;
 	if (rc < 0)
@@ -447,7 +465,12 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, -flush_fh(ctx(req), fh_of(fi))); /* fsync = upload now */
+	struct fs_ctx *fs = ctx(req);
+	struct fs_fh *fh = fh_of(fi);
+	int rc = flush_fh(fs, fh); /* fsync = upload now (write-back: wait for the upload) */
+	if (rc == 0 && fh->kind == FS_FH_STAGED && fs->cfg.writeback)
+		rc = fs_wb_wait_node(fs, fh->node);
+	fuse_reply_err(req, -rc);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -461,7 +484,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	pthread_mutex_lock(&fs->lock);
 	fs_node_release_open_locked(fs, fh->node);
 	pthread_mutex_unlock(&fs->lock);
-	fs_fh_free(fh);
+	if (fh->kind == FS_FH_CTL)
+		fs_ctl_release(fh);
+	else
+		fs_fh_free(fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -546,7 +572,7 @@ static size_t dir_add_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh
 	size_t used;
 	if (plus) {
 		e.attr_timeout = fs_node_dirplus_timeout_locked(fs, n);
-		e.entry_timeout = fs->ttl;
+		e.entry_timeout = fs_node_entry_timeout_locked(fs, n);
 		used = fuse_add_direntry_plus(req, buf, room, name, &e, (off_t)(idx + 1));
 	} else {
 		used = fuse_add_direntry(req, buf, room, name, &e.attr, (off_t)(idx + 1));
@@ -626,6 +652,26 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	fuse_reply_err(req, 0);
 }
 
+/* A metadata change on an image with a pending write-back upload follows the upload. */
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	int rc = fs_wb_wait_ino(ctx(req), ino);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fs_op_setxattr(req, ino, name, value, size, flags);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	int rc = fs_wb_wait_ino(ctx(req), ino);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fs_op_removexattr(req, ino, name);
+}
+
 const struct fuse_lowlevel_ops fs_ops = {
     .init = op_init,
     .lookup = op_lookup,
@@ -656,5 +702,5 @@ const struct fuse_lowlevel_ops fs_ops = {
     .setxattr = op_setxattr,
     .getxattr = fs_op_getxattr,
     .listxattr = fs_op_listxattr,
-    .removexattr = fs_op_removexattr,
+    .removexattr = op_removexattr,
 };

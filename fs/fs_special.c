@@ -66,16 +66,20 @@ static int listing_begin(struct fs_ctx *fs, struct fs_listing *l, int force)
 	while (l->busy)
 		pthread_cond_wait(&fs->list_cond, &fs->lock);
 	int go = force || fs_listing_stale_locked(fs, l);
-	if (go)
+	if (go) {
 		l->busy = 1;
+		l->drops_start = l->drops;
+	}
 	pthread_mutex_unlock(&fs->lock);
 	return go;
 }
 
 static void listing_end_locked(struct fs_ctx *fs, struct fs_listing *l, int ok)
 {
-	if (ok)
+	if (ok) {
 		l->fresh_ms = fs_now_ms();
+		l->drops_listed = l->drops_start;
+	}
 	l->busy = 0;
 	pthread_cond_broadcast(&fs->list_cond);
 }
@@ -531,7 +535,11 @@ void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	int rc = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	int fresh = fs->statfs_ms && fs_now_ms() - fs->statfs_ms < FS_STATS_TTL_MS;
+	/* Never older than dir_ttl either: "changes made elsewhere appear after dir_ttl". */
+	int64_t ttl_ms = (int64_t)fs->cfg.dir_ttl * 1000;
+	if (ttl_ms > FS_STATS_TTL_MS)
+		ttl_ms = FS_STATS_TTL_MS;
+	int fresh = fs->statfs_ms && fs_now_ms() - fs->statfs_ms < ttl_ms;
 	st = fs->statfs_cache;
 	pthread_mutex_unlock(&fs->lock);
 	if (!fresh) {

@@ -20,6 +20,7 @@
  * its own marks the node as being written meanwhile.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -135,8 +136,7 @@ static int copy_fill_fn(int fd, void *arg)
 	return copy_fd(*(int *)arg, fd);
 }
 
-/* Puts the bytes of src into the cache as (id, version); best effort. */
-static void cache_put_copy(struct fs_ctx *fs, const char *id, int64_t version, int src)
+void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int src)
 {
 	int fd;
 	uint64_t size;
@@ -213,6 +213,9 @@ int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_inf
 {
 	if (fs->cfg.ro)
 		return -EROFS;
+	int wrc = fs_wb_wait_node(fs, n); /* a replace goes after a pending upload */
+	if (wrc < 0 && wrc != -EIO)
+		return wrc;
 	pthread_mutex_lock(&fs->lock);
 	int busy = n->u.img && n->u.img->w;
 	int pending = (n->flags & FS_NF_PENDING) != 0;
@@ -443,12 +446,14 @@ int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssiz
 
 /* Every upload goes through here: the bytes of fd, or with url != NULL the image the API
  * fetches from url, under id with the attributes in a, and the stamp (fs_times.c) with the
- * mtime in a and the size of the bytes in fd (unknown for a URL: they never pass here). */
-static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const char *url,
-		     const struct fs_attrs *a, const char *filename, const char *path,
-		     struct api_image *out)
+ * mtime in a and the size of the bytes in fd (unknown for a URL: they never pass here).
+ * errp (nullable) receives the API's detail of a failure. */
+static int upload_fd_err(struct fs_ctx *fs, const char *id, int fd, const char *url,
+			 const struct fs_attrs *a, const char *filename, const char *path,
+			 struct api_image *out, struct api_err *errp)
 {
-	struct api_err err;
+	struct api_err local;
+	struct api_err *e = errp ? errp : &local;
 	struct stat st;
 	char *meta = NULL;
 	int64_t size = !url && fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
@@ -464,11 +469,18 @@ static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const char *url,
 	    .creator = a->creator,
 	    .require_signed_urls = a->rsu ? 1 : -1,
 	};
-	rc = api_image_upload(fs->api, &up, out, &err);
+	rc = api_image_upload(fs->api, &up, out, e);
 	if (rc < 0)
-		fs_log_api("upload", path, rc, &err);
+		fs_log_api("upload", path, rc, e);
 	free(meta);
 	return rc;
+}
+
+static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const char *url,
+		     const struct fs_attrs *a, const char *filename, const char *path,
+		     struct api_image *out)
+{
+	return upload_fd_err(fs, id, fd, url, a, filename, path, out, NULL);
 }
 
 static int delete_id(struct fs_ctx *fs, const char *id, const char *path)
@@ -482,55 +494,119 @@ static int delete_id(struct fs_ctx *fs, const char *id, const char *path)
 	return rc;
 }
 
-/* Uploads the old bytes (old_fd) back under id after a failed replace. On success the
- * node takes the restored version; on failure the image is gone and so is the node. */
-static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, int old_fd,
-			const struct fs_attrs *old, const char *path)
+/* After journal_settle put the old image back under id (a new version): the node shows
+ * it again, and the bytes already cached under the old version serve the new one. */
+static void node_restored(struct fs_ctx *fs, struct fs_node *n, const char *id, int64_t old_version,
+			  const char *path)
 {
 	struct api_image img;
-	int rc = upload_fd(fs, id, old_fd, NULL, old, old->filename, path, &img);
+	struct api_err err;
+	int fd;
+	if (api_image_get(fs->api, id, &img, &err) < 0)
+		return; /* the next lookup or listing finds it */
 	pthread_mutex_lock(&fs->lock);
-	if (rc == 0) {
-		if (n && (n->flags & FS_NF_LINKED))
-			fs_img_set_locked(fs, n, &img);
-	} else if (n && (n->flags & FS_NF_LINKED) && !(n->u.img && n->u.img->w)) {
-		fs_node_drop_locked(fs, n);
-	}
+	if (n && (n->flags & FS_NF_LINKED))
+		fs_img_set_locked(fs, n, &img);
 	pthread_mutex_unlock(&fs->lock);
-	if (rc == 0) {
-		cache_put_copy(fs, id, img.uploaded_ms, old_fd);
-		fs_log(FS_LOG_WARN, "restored the previous '%s' after the failed replace", path);
-		api_image_release(&img);
-	} else {
-		fs_log(FS_LOG_ERR, "cannot restore '%s' after a failed replace: the image is lost",
-		       path);
+	if (img.uploaded_ms != old_version &&
+	    cache_lookup(fs->cache, id, old_version, &fd, NULL) == 0) {
+		fs_cache_put_fd(fs, id, img.uploaded_ms, fd);
+		close(fd);
 	}
+	api_image_release(&img);
 }
 
-/* Delete-then-upload of an uploaded image (new bytes from new_fd, or from url), restoring
- * it when the upload fails. */
+/* A replace (or a rename onto an image) failed after its intent was journaled: settle the
+ * entry now (the old image is put back if it was deleted); if the server does not let us
+ * yet, the journal's thread keeps trying in the background. `deleted`: the DELETE of id
+ * succeeded, so id is empty until settled. */
+static void settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, const char *id,
+			  int64_t old_version, int deleted, const char *path)
+{
+	int st = journal_settle(fs->journal, seq);
+	if (st == JOURNAL_BEFORE && deleted) {
+		node_restored(fs, n, id, old_version, path);
+		fs_log(FS_LOG_WARN, "restored the previous '%s' after the failed replace", path);
+		return;
+	}
+	if (st > 0)
+		return;
+	journal_defer(fs->journal, seq);
+	fs_log(FS_LOG_ERR,
+	       "cannot restore '%s' after a failed replace yet (%s): its bytes are kept in the "
+	       "journal and it is put back in the background",
+	       path, strerror(-st));
+	/* The node stays: the name shows the old image (its bytes are cached, and pinned), the
+	 * state the journal brings the account back to; fs_journal_on_restored updates it. */
+}
+
+/* Records the intent to replace the image at id (its bytes pinned, see journal.h). */
+static int journal_replace(struct fs_ctx *fs, const char *id, const char *src_id,
+			   const struct fs_attrs *old, int64_t old_version, int old_fd,
+			   uint64_t *seq)
+{
+	struct journal_intent in = {
+	    .op = src_id ? JOURNAL_RENAME : JOURNAL_REPLACE,
+	    .id = id,
+	    .src_id = src_id,
+	    .old_version = old_fd >= 0 ? old_version : 0,
+	    .old_fd = old_fd,
+	    .meta = old ? old->meta : NULL,
+	    .creator = old ? old->creator : NULL,
+	    .filename = old ? old->filename : NULL,
+	    .rsu = old ? old->rsu : 0,
+	};
+	if (!fs->journal)
+		return -EIO;
+	int rc = journal_begin(fs->journal, &in, seq);
+	return rc == -ENOMEM || rc == -ENOSPC || rc == -EDQUOT ? rc : rc < 0 ? -EIO : 0;
+}
+
+/* Delete-then-upload of an uploaded image. The old bytes and attributes are journaled
+ * (fsync'd, pinned) before the delete; a failure after it ends with the old image back,
+ * now or from the journal's background retries. New bytes from new_fd, or from url. */
 static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, int new_fd,
 			  const char *url, const struct fs_attrs *old, int64_t old_version,
-			  const char *path, struct api_image *out)
+			  const char *path, struct api_image *out, struct api_err *err)
 {
 	int old_fd;
-	uint64_t old_size;
+	uint64_t old_size, seq;
 	int rc = fs_blob_fd(fs, id, old_version, path, &old_fd, &old_size);
-	if (rc == -ENOENT)
-		old_fd = -1; /* gone elsewhere already: a plain upload */
-	else if (rc < 0)
+	if (rc == -ENOENT) /* gone elsewhere already: a plain upload */
+		return upload_fd_err(fs, id, new_fd, url, old, strrchr(path, '/') + 1, path, out, err);
+	if (rc < 0)
 		return rc;
-	if (old_fd >= 0 && (rc = delete_id(fs, id, path)) < 0) {
-		close(old_fd);
-		return rc;
-	}
-	struct fs_attrs a = *old;
-	rc = upload_fd(fs, id, new_fd, url, &a, strrchr(path, '/') + 1, path, out);
-	if (rc < 0 && old_fd >= 0)
-		restore_old(fs, n, id, old_fd, old, path);
-	if (old_fd >= 0)
-		close(old_fd);
+	rc = journal_replace(fs, id, NULL, old, old_version, old_fd, &seq);
+	close(old_fd);
+	if (rc < 0)
+		return rc; /* nothing deleted: the undo is not durable */
+	int deleted = (rc = delete_id(fs, id, path)) == 0;
+	if (deleted)
+		rc = upload_fd_err(fs, id, new_fd, url, old, strrchr(path, '/') + 1, path, out, err);
+	if (rc == 0)
+		journal_finish(fs->journal, seq);
+	else
+		settle_failed(fs, n, seq, id, old_version, deleted, path);
 	return rc;
+}
+
+/* user.state after an upload of n: "uploading" ends; a failure is kept as "<ERRNO>: <API
+ * message>" until the next success clears it. */
+static void upload_state_set(struct fs_ctx *fs, struct fs_node *n, int rc,
+			     const struct api_err *err)
+{
+	char text[320], nb[16];
+	if (rc < 0)
+		snprintf(text, sizeof(text), "%s: %s", fs_errno_name(-rc, nb, sizeof(nb)),
+			 err->message[0] ? err->message : strerror(-rc));
+	pthread_mutex_lock(&fs->lock);
+	n->flags &= ~FS_NF_UPLOADING;
+	struct fs_img_extra *x = rc < 0 ? fs_node_extra_locked(n) : n->u.img;
+	if (x) {
+		free(x->fail);
+		x->fail = rc < 0 ? strdup(text) : NULL;
+	}
+	pthread_mutex_unlock(&fs->lock);
 }
 
 /* Uploads n: the staged bytes of w, or with url != NULL the image the API fetches from url
@@ -539,9 +615,12 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 {
 	struct fs_attrs a;
 	struct api_image img;
+	struct api_err err;
 	int rc;
 
+	memset(&err, 0, sizeof(err));
 	pthread_mutex_lock(&fs->lock);
+	n->flags |= FS_NF_UPLOADING;
 	int pending = (n->flags & FS_NF_PENDING) != 0;
 	int64_t version = n->uploaded_ms;
 	char *id = fs_node_id_locked(fs, n);
@@ -550,12 +629,17 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0 || !id || !path) {
 		rc = -ENOMEM;
+		upload_state_set(fs, n, rc, &err);
 		goto out;
 	}
+	/* An unfinished journal entry of this id (an old image being put back) goes first. */
+	if (fs->journal)
+		journal_wait_id(fs->journal, id, FS_JOURNAL_ORDER_MS);
 	if (pending)
-		rc = upload_fd(fs, id, w->fd, url, &a, n->name, path, &img);
+		rc = upload_fd_err(fs, id, w->fd, url, &a, n->name, path, &img, &err);
 	else
-		rc = replace_upload(fs, n, id, w->fd, url, &a, version, path, &img);
+		rc = replace_upload(fs, n, id, w->fd, url, &a, version, path, &img, &err);
+	upload_state_set(fs, n, rc, &err);
 	if (rc < 0)
 		goto out;
 	if (!pending)
@@ -569,7 +653,7 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 	pthread_mutex_lock(&fs->lock);
 	fs_img_set_locked(fs, n, &img);
 	n->size = url ? 0 : w->size; /* from a URL: unknown until the first open */
-	n->flags = (uint16_t)((n->flags & ~FS_NF_SIZE) | FS_NF_INVAL | (url ? 0 : FS_NF_SIZE));
+	n->flags = (uint32_t)((n->flags & ~FS_NF_SIZE) | FS_NF_INVAL | (url ? 0 : FS_NF_SIZE));
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->cfg.stamp_off) /* no stamp: remember size and mtime here (fs_local.c) */
@@ -619,7 +703,14 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 		rc = w->err;
 	else if (scratch)
 		w->dirty = 0; /* local: uploaded only by a rename to a visible name */
-	else if (w->dirty) {
+	else if (w->dirty && fs->cfg.writeback) {
+		rc = fs_wb_stage(fs, fh->node, w->fd, w->size);
+		if (rc < 0)
+			w->err = rc;
+		else
+			w->uploaded = 1; /* journaled: the node keeps the new size */
+		w->dirty = 0;
+	} else if (w->dirty) {
 		rc = upload_w(fs, fh->node, w, NULL);
 		if (rc < 0)
 			w->err = rc;
@@ -843,10 +934,10 @@ static int rename_commit(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	int rc = fs_node_move_locked(fs, n, ndir, nname);
 	if (rc == 0 && img) {
 		uint64_t size = n->size;
-		uint16_t keep = n->flags & (FS_NF_SIZE | FS_NF_INVAL);
+		uint32_t keep = n->flags & (FS_NF_SIZE | FS_NF_INVAL);
 		fs_img_set_locked(fs, n, img);
 		n->size = size;
-		n->flags = (uint16_t)((n->flags & ~(FS_NF_SIZE | FS_NF_INVAL)) | keep);
+		n->flags = (uint32_t)((n->flags & ~(FS_NF_SIZE | FS_NF_INVAL)) | keep);
 		n->gen = fs->images.gen;
 	}
 	if (!odir->u.first_child && odir->ino != FS_INO_IMAGES)
@@ -858,11 +949,31 @@ static int rename_commit(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	return rc;
 }
 
+/* The upload under the new id is done: delete the old one. A failure is retried by the
+ * journal in the background, and the old name is hidden meanwhile (journal_hides). */
+static void rename_delete_src(struct fs_ctx *fs, struct rn_side *src, const char *dpath,
+			      uint64_t seq)
+{
+	journal_mark_committed(fs->journal, seq);
+	if (delete_id(fs, src->id, src->path) == 0) {
+		journal_finish(fs->journal, seq);
+		cache_remove(fs->cache, src->id);
+		return;
+	}
+	journal_defer(fs->journal, seq);
+	fs_log(FS_LOG_WARN,
+	       "renamed '%s' to '%s'; the old id is deleted in the background (journal)", src->path,
+	       dpath);
+}
+
+/* Upload under the destination id, then delete the source. The intent (with the bytes of
+ * an image at the destination, which is deleted first) is journaled before anything is
+ * deleted; see journal_settle.c for how each failure point settles. */
 static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side *dst,
 			 const char *nname, struct api_image *img)
 {
 	int sfd, dfd = -1;
-	uint64_t size;
+	uint64_t size, seq;
 	char dpath[1100];
 	struct fs_wstate *sw = NULL;
 	snprintf(dpath, sizeof(dpath), "images/%s", dst->id);
@@ -870,34 +981,41 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 			      : fs_blob_fd(fs, src->id, src->version, src->path, &sfd, &size);
 	if (rc < 0)
 		return rc;
-	if (dst->n && !dst->pending) {
-		rc = fs_blob_fd(fs, dst->id, dst->version, dpath, &dfd, &size);
-		if (rc == 0 && (rc = delete_id(fs, dst->id, dpath)) < 0) {
-			close(dfd);
-			dfd = -1;
-		}
-		if (rc == -ENOENT)
-			rc = 0;
+	if (dst->n && !dst->pending &&
+	    (rc = fs_blob_fd(fs, dst->id, dst->version, dpath, &dfd, &size)) < 0 && rc != -ENOENT) {
+		close(sfd);
+		return rc;
 	}
-	if (rc == 0)
-		rc = upload_fd(fs, dst->id, sfd, NULL, &src->a, nname, dpath, img);
-	if (rc < 0 && dfd >= 0)
-		restore_old(fs, dst->n, dst->id, dfd, &dst->a, dpath);
+	/* A scratch source onto a new name deletes nothing: no intent to record. */
+	int journaled = !src->scratch || dfd >= 0;
+	if (journaled)
+		rc = journal_replace(fs, dst->id, src->scratch ? NULL : src->id,
+				     dfd >= 0 ? &dst->a : NULL, dst->version, dfd, &seq);
 	if (dfd >= 0)
 		close(dfd);
+	if (rc < 0) {
+		if (sw)
+			scratch_src_done(fs, sw, 0);
+		close(sfd);
+		return rc;
+	}
+	int deleted = 0;
+	if (dfd >= 0)
+		deleted = (rc = delete_id(fs, dst->id, dpath)) == 0;
+	if (rc == 0)
+		rc = upload_fd(fs, dst->id, sfd, NULL, &src->a, nname, dpath, img);
 	if (sw)
 		scratch_src_done(fs, sw, rc == 0);
-	if (rc == 0) {
+	if (rc < 0) {
+		if (journaled)
+			settle_failed(fs, dst->n, seq, dst->id, dst->version, deleted, dpath);
+	} else {
 		cache_remove(fs->cache, dst->id);
-		cache_put_copy(fs, dst->id, img->uploaded_ms, sfd);
-	}
-	if (rc == 0 && !src->scratch) {
-		int drc = delete_id(fs, src->id, src->path);
-		if (drc == 0)
-			cache_remove(fs->cache, src->id);
-		else
-			fs_log(FS_LOG_ERR, "renamed '%s' to '%s' but the old id remains", src->path,
-			       dpath);
+		fs_cache_put_fd(fs, dst->id, img->uploaded_ms, sfd);
+		if (!src->scratch)
+			rename_delete_src(fs, src, dpath, seq);
+		else if (journaled)
+			journal_finish(fs->journal, seq);
 	}
 	close(sfd);
 	return rc;
@@ -916,8 +1034,13 @@ int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, st
 		return -EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT */
 	if (strlen(nname) > 255)
 		return -ENAMETOOLONG;
+	int rc = fs_wb_wait_child(fs, odir, oname); /* ordered after pending uploads */
+	if (rc == 0)
+		rc = fs_wb_wait_child(fs, ndir, nname);
+	if (rc < 0)
+		return rc;
 	pthread_mutex_lock(&fs->lock);
-	int rc = rename_prepare_locked(fs, odir, oname, ndir, nname, flags, &src, &dst);
+	rc = rename_prepare_locked(fs, odir, oname, ndir, nname, flags, &src, &dst);
 	pthread_mutex_unlock(&fs->lock);
 	if (rc == 0 && (!fs_name_valid(nname) ||
 			(!fs_is_scratch_name(nname) && api_custom_id_valid(dst.id) < 0))) {
@@ -925,6 +1048,8 @@ int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, st
 		       src.path, dst.id);
 		rc = -EINVAL;
 	}
+	if (rc == 0 && fs->journal) /* ordered after unfinished entries of either id */
+		journal_wait_id(fs->journal, dst.id, FS_JOURNAL_ORDER_MS);
 	/* A scratch file stays local under another '.' name (unless that is an uploaded image);
 	 * under any other name it is uploaded once, by the replace rules onto an image. */
 	int upload =

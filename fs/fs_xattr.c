@@ -8,8 +8,11 @@
  *   user.uploaded          ro  upload time, RFC 3339 UTC with milliseconds
  *   user.variants          ro  delivery URLs, one per line
  *   user.url               wo  upload from a URL (fs_url.c; never read or listed here)
+ *   user.state             ro  stored | local | pending | uploading |
+ *                              failed: <ERRNO>: <API message> (last failed upload)
  *
- * Reads and lists are answered from the table (no network). A set on an uploaded image is
+ * Reads and lists are answered from the table (no network, unless the listing is older
+ * than dir_ttl: then the image is re-checked first, fs_img_recheck). A set on an uploaded image is
  * one PATCH; on a file not uploaded yet it is stored and sent with the upload. Every name
  * outside user.* (security.*, system.posix_acl_*, trusted.*) is refused at once with
  * EOPNOTSUPP, without network: that is the answer after which `ls -l` (coreutils) stops
@@ -28,11 +31,11 @@
 #include "api_doc.h"
 #include "api_stamp.h"
 
-enum xa { XA_META, XA_CREATOR, XA_RSU, XA_FILENAME, XA_UPLOADED, XA_VARIANTS, XA_N };
+enum xa { XA_META, XA_CREATOR, XA_RSU, XA_FILENAME, XA_UPLOADED, XA_VARIANTS, XA_STATE, XA_N };
 
 static const char *const xa_names[XA_N] = {
     "user.metadata", "user.creator",  "user.requireSignedURLs",
-    "user.filename", "user.uploaded", "user.variants",
+    "user.filename", "user.uploaded", "user.variants", "user.state",
 };
 
 static int xa_find(const char *name)
@@ -51,7 +54,7 @@ static int xa_namespace_ok(const char *name)
 
 static int xa_readonly(int x)
 {
-	return x == XA_FILENAME || x == XA_UPLOADED || x == XA_VARIANTS;
+	return x == XA_FILENAME || x == XA_UPLOADED || x == XA_VARIANTS || x == XA_STATE;
 }
 
 void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len)
@@ -103,6 +106,9 @@ static char *xa_value_locked(struct fs_ctx *fs, struct fs_node *n, int x, int *e
 			return NULL;
 		v = fs_img_variants_locked(fs, n);
 		break;
+	case XA_STATE:
+		v = fs_img_state_locked(fs, n);
+		break;
 	default:
 		return NULL;
 	}
@@ -126,6 +132,40 @@ char *fs_ops_stats_text(struct fs_ctx *fs)
 	return s;
 }
 
+/*
+ * The hooks of user.state. `local`: a file made here that was never uploaded (today an
+ * empty file from touch or an open O_CREAT that wrote nothing; scratch files of issue 9
+ * swap this predicate). `pending`: queued for upload by the write-back journal (issue 12
+ * fills this hook); none without it.
+ */
+static int state_local_locked(const struct fs_node *n)
+{
+	return (n->flags & FS_NF_PENDING) && !(n->flags & FS_NF_WB);
+}
+
+static int state_pending_locked(struct fs_ctx *fs, const struct fs_node *n)
+{
+	(void)fs;
+	return (n->flags & FS_NF_WB) != 0; /* journaled, not stored yet (fs_writeback.c) */
+}
+
+char *fs_img_state_locked(struct fs_ctx *fs, const struct fs_node *n)
+{
+	const struct fs_img_extra *x = n->u.img;
+	if (n->flags & FS_NF_UPLOADING)
+		return strdup("uploading");
+	if (state_pending_locked(fs, n))
+		return strdup("pending");
+	if (x && x->fail) {
+		size_t len = strlen(x->fail) + sizeof("failed: ");
+		char *v = malloc(len);
+		if (v)
+			snprintf(v, len, "failed: %s", x->fail);
+		return v;
+	}
+	return strdup(state_local_locked(n) ? "local" : "stored");
+}
+
 static struct fs_node *img_node_locked(struct fs_ctx *fs, fuse_ino_t ino)
 {
 	struct fs_node *n = fs_node_get_locked(fs, ino);
@@ -146,9 +186,15 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 	} else if (x >= 0) {
 		pthread_mutex_lock(&fs->lock);
 		struct fs_node *n = img_node_locked(fs, ino);
-		if (n)
-			v = xa_value_locked(fs, n, x, &err);
 		pthread_mutex_unlock(&fs->lock);
+		/* the kernel holds ino: n stays valid across the re-check */
+		if (n && fs_img_recheck(fs, n) == -ENOENT)
+			err = -ENOENT;
+		else if (n) {
+			pthread_mutex_lock(&fs->lock);
+			v = xa_value_locked(fs, n, x, &err);
+			pthread_mutex_unlock(&fs->lock);
+		}
 	}
 	if (!v) {
 		fuse_reply_err(req, -err);

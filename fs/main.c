@@ -10,6 +10,7 @@
  * cache directory), so a failed mount exits non-zero at once with one clear line.
  */
 #include "fs.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -58,6 +59,7 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("stamp=%s", stamp_str),
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
+    OPT("writeback", writeback),
     FUSE_OPT_KEY("-f", KEY_FG),
     FUSE_OPT_KEY("-d", KEY_DEBUG),
     FUSE_OPT_KEY("ro", KEY_RO),
@@ -132,6 +134,8 @@ static void usage(void)
 	    "  batch_tokens=N     batch tokens used at once, 200 requests/s each (default 2)\n"
 	    "  stamp=on|off       store mtimes and sizes in a reserved key of each image's\n"
 	    "                     metadata (default on); off: they stay in this mount's memory\n"
+	    "  writeback          close() returns once the bytes are journaled on local disk;\n"
+	    "                     uploads run in the background (`imagesfs sync MOUNT` waits)\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
 	    "  -d                 debug log (implies -f)\n"
@@ -585,6 +589,41 @@ static int cache_open_cfg(struct fs_ctx *fs, uint64_t bytes)
 	return rc;
 }
 
+static void journal_log(int level, const char *msg)
+{
+	static const int map[] = {FS_LOG_ERR, FS_LOG_WARN, FS_LOG_INFO, FS_LOG_DEBUG};
+	fs_log(map[level < 0 ? 0 : level > 3 ? 3 : level], "%s", msg);
+}
+
+/* The journal lives beside the cache: <cache_dir>/journal, lost bytes in
+ * <cache_dir>/lost+found. Unfinished entries of an earlier run are settled in the
+ * background from here on (journal_settle.c). */
+static int journal_open_cfg(struct fs_ctx *fs)
+{
+	char dir[4096], lost[4096];
+	snprintf(dir, sizeof(dir), "%s/journal", fs->cfg.cache_dir);
+	snprintf(lost, sizeof(lost), "%s/lost+found", fs->cfg.cache_dir);
+	struct journal_config jc = {.dir = dir,
+				    .lost_dir = lost,
+				    .api = fs->api,
+				    .cache = fs->cache,
+				    .log = journal_log,
+				    .on_upload = fs_wb_on_upload,
+				    .on_restored = fs_journal_on_restored,
+				    .arg = fs};
+	int rc = journal_open(&jc, &fs->journal);
+	if (rc == 0 && journal_pending(fs->journal) > 0)
+		fs_log(FS_LOG_WARN, "replaying %zu unfinished journal entries in the background",
+		       journal_pending(fs->journal));
+	if (rc == 0 && (rc = journal_start(fs->journal)) < 0) {
+		journal_close(fs->journal);
+		fs->journal = NULL;
+	}
+	if (rc < 0)
+		fs_log(FS_LOG_ERR, "cannot open journal '%s': %s", dir, strerror(-rc));
+	return rc;
+}
+
 static void config_free(struct fs_config *cfg)
 {
 	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
@@ -618,6 +657,8 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		return 1;
 	if (fuse_set_signal_handlers(fs->se) < 0)
 		goto out_destroy;
+	if (fs_ctl_signals(fs) < 0) /* SIGHUP: refresh every listing, not exit */
+		goto out_signals;
 	if (fuse_session_mount(fs->se, fs->cfg.mountpoint) < 0)
 		goto out_signals;
 	fuse_daemonize(fs->cfg.foreground);
@@ -628,7 +669,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		goto out_unmount;
 	}
 	fs_local_open(fs); /* without it, learned sizes stay in memory (logged) */
-	if (fs_inval_start(fs) < 0)
+	if (journal_open_cfg(fs) < 0 || fs_inval_start(fs) < 0)
 		goto out_unmount;
 	fs_log(FS_LOG_INFO, "mounted account %s at %s", fs->cfg.account, fs->cfg.mountpoint);
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
@@ -640,7 +681,10 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 	fuse_loop_cfg_destroy(lc);
 	fs_scratch_drop_all(fs);
 out_unmount:
+	fs_wb_drain(fs); /* the kernel is gone: pending uploads still run */
 	fs_inval_stop(fs);
+	journal_close(fs->journal); /* unfinished entries stay on disk for the next mount */
+	fs->journal = NULL;
 	fuse_session_unmount(fs->se);
 out_signals:
 	fuse_remove_signal_handlers(fs->se);
@@ -699,7 +743,7 @@ int main(int argc, char *argv[])
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	fs.mount_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-	if (ok && fs_table_init(&fs) == 0 && add_fuse_opts(&fs, &args) == 0)
+	if (ok && fs_table_init(&fs) == 0 && fs_ctl_init(&fs) == 0 && add_fuse_opts(&fs, &args) == 0)
 		rc = run_session(&fs, &args, &creds, rate, cache_bytes);
 out:
 	fs_local_close(&fs);
@@ -709,6 +753,7 @@ out:
 		api_client_free(fs.api);
 	if (api_inited)
 		api_global_cleanup();
+	fs_ctl_cleanup();
 	fs_table_free(&fs);
 	creds_free(&creds);
 	config_free(&fs.cfg);

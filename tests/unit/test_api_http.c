@@ -837,6 +837,59 @@ void add_client_tests(TCase *tc)
 	tcase_add_test(tc, test_local_argument_errors);
 }
 
+/* api_activity_get: attempts by operation (read from the URL) and host, 429s, bytes,
+ * uploads done and failed, and the limiter's budget. */
+START_TEST(test_activity_counts_ops_hosts_uploads)
+{
+	struct api_stats st;
+	struct api_image img;
+	struct api_activity a;
+	char host[64];
+	fake_add_reply(&F, 429, NULL, ERR_ENV(971, "Please wait"));
+	fake_add_reply(&F, 200, NULL, OK_ENV("{\"count\":{\"allowed\":1,\"current\":0}}"));
+	fake_add_reply(&F, 404, NULL, ERR_ENV(5404, "Image not found"));
+	fake_add_reply(&F, 200, NULL, OK_ENV(IMG("gen-1", "x.png")));
+	fake_add_reply(&F, 415, NULL, ERR_ENV(5455, "Unsupported image format"));
+	fake_add_reply(&F, 200, "Content-Type: image/png\r\n", PNG_BYTES);
+	start();
+	struct api_client *c = client_ex(3, 5000, 100, 20);
+	struct api_upload up = {
+	    .fd = -1, .url = "http://127.0.0.1:9/x.png", .require_signed_urls = -1};
+	ck_assert_int_eq(api_stats_get(c, &st, NULL), 0);
+	ck_assert_int_eq(api_image_get(c, "a/b", &img, NULL), -ENOENT);
+	ck_assert_int_eq(api_image_upload(c, &up, &img, NULL), 0);
+	api_image_release(&img);
+	ck_assert_int_eq(api_image_upload(c, &up, &img, NULL), -EINVAL);
+	int fd = tmpfd(NULL, 0);
+	ck_assert_int_eq(api_image_blob(c, "a/b", fd, 0, NULL, NULL, 0, NULL), 0);
+	close(fd);
+	api_activity_get(c, &a);
+	ck_assert_uint_eq(a.requests, 6);
+	ck_assert_uint_eq(a.per_op[API_OP_STATS], 2);
+	ck_assert_uint_eq(a.per_op[API_OP_GET], 1);
+	ck_assert_uint_eq(a.per_op[API_OP_UPLOAD], 2);
+	ck_assert_uint_eq(a.per_op[API_OP_BLOB], 1);
+	ck_assert_uint_eq(a.per_op[API_OP_LIST] + a.per_op[API_OP_OTHER], 0);
+	ck_assert_uint_eq(a.http_429, 1);
+	ck_assert_uint_eq(a.uploads_done, 1);
+	ck_assert_uint_eq(a.uploads_failed, 1);
+	ck_assert_uint_eq(a.uploads_in_flight, 0);
+	ck_assert_uint_ge(a.bytes_down, strlen(PNG_BYTES));
+	ck_assert_uint_gt(a.bytes_up, 0);
+	snprintf(host, sizeof(host), "127.0.0.1:%d", F.port);
+	ck_assert_uint_eq(a.n_hosts, 1);
+	ck_assert_str_eq(a.hosts[0].name, host);
+	ck_assert_uint_eq(a.hosts[0].requests, 6);
+	ck_assert(a.limited);
+	ck_assert(a.budget_burst == 20 && a.budget_rate == 100);
+	ck_assert(a.budget_left >= 0 && a.budget_left <= 20);
+	ck_assert_str_eq(api_op_name(API_OP_UPLOAD), "upload");
+	ck_assert_str_eq(api_op_name(-1), "other");
+	api_client_free(c);
+	fake_http_stop(&F);
+}
+END_TEST
+
 void add_http_tests(TCase *tc)
 {
 	tcase_add_checked_fixture(tc, fake_setup, NULL);
@@ -865,4 +918,5 @@ void add_http_tests(TCase *tc)
 	tcase_add_test(tc, test_rate_limiter_throttles);
 	tcase_add_test(tc, test_keys_edit_variants_requests);
 	tcase_add_test(tc, test_verbose_trace_redacts_secrets);
+	tcase_add_test(tc, test_activity_counts_ops_hosts_uploads);
 }

@@ -209,6 +209,100 @@ START_TEST(test_name_valid)
 }
 END_TEST
 
+/* .imagesfs/refresh and SIGHUP: a dropped listing is stale (and leaves the kernel nothing
+ * to cache) until a listing that started after the drop succeeds. */
+START_TEST(test_listing_drop_and_hup)
+{
+	int64_t now = fs_now_ms();
+	fs.images.fresh_ms = fs.variants.fresh_ms = fs.keys.fresh_ms = now;
+	ck_assert(!fs_listing_stale_locked(&fs, &fs.images));
+	ck_assert(fs_listing_left_locked(&fs, &fs.images) > 59);
+	fs_listings_drop_locked(&fs, FS_DROP_IMAGES);
+	ck_assert(fs_listing_stale_locked(&fs, &fs.images));
+	ck_assert(fs_listing_left_locked(&fs, &fs.images) == 0);
+	ck_assert(!fs_listing_stale_locked(&fs, &fs.keys));
+	fs.images.drops_listed = fs.images.drops; /* a listing that started after the drop */
+	ck_assert(!fs_listing_stale_locked(&fs, &fs.images));
+	atomic_store(&fs.hup, 1);
+	ck_assert(fs_listing_stale_locked(&fs, &fs.keys));
+	ck_assert(fs_listing_stale_locked(&fs, &fs.variants));
+	ck_assert(fs_listing_stale_locked(&fs, &fs.images));
+	ck_assert_int_eq(atomic_load(&fs.hup), 0);
+	fs.images.fresh_ms = now - 61000; /* older than dir_ttl */
+	fs.images.drops_listed = fs.images.drops;
+	ck_assert(fs_listing_stale_locked(&fs, &fs.images));
+}
+END_TEST
+
+/* A listed name is cached by the kernel no longer than its listing stays fresh; names
+ * made here keep dir_ttl. */
+START_TEST(test_entry_timeout_capped_by_listing)
+{
+	struct fs_node *n = apply("a.jpg", NULL, 0, NULL);
+	struct fs_node *dir = fs.fixed[FS_INO_IMAGES];
+	struct fs_node *local = fs_node_new_locked(&fs, dir, "new.jpg", FS_K_IMG);
+	local->flags |= FS_NF_PENDING;
+	fs.images.fresh_ms = fs_now_ms() - 59500;
+	ck_assert(fs_node_entry_timeout_locked(&fs, n) <= 0.6);
+	ck_assert(fs_node_dirplus_timeout_locked(&fs, n) <= 0.6);
+	ck_assert(fs_node_entry_timeout_locked(&fs, local) == 60);
+	fs.images.fresh_ms = fs_now_ms() - 61000;
+	ck_assert(fs_node_entry_timeout_locked(&fs, n) == 0);
+	ck_assert(fs_node_entry_timeout_locked(&fs, fs.fixed[FS_INO_VARIANTS]) == 60);
+}
+END_TEST
+
+static void state_is(struct fs_node *n, const char *want)
+{
+	char *v = fs_img_state_locked(&fs, n);
+	ck_assert_str_eq(v, want);
+	free(v);
+}
+
+START_TEST(test_user_state)
+{
+	struct fs_node *n = apply("s.jpg", NULL, 0, NULL);
+	state_is(n, "stored");
+	n->flags |= FS_NF_UPLOADING;
+	state_is(n, "uploading");
+	n->flags &= ~FS_NF_UPLOADING;
+	fs_node_extra_locked(n)->fail = strdup("EINVAL: Unsupported image format");
+	state_is(n, "failed: EINVAL: Unsupported image format");
+	free(n->u.img->fail);
+	n->u.img->fail = NULL;
+	fs_node_extra_trim_locked(n);
+	struct fs_node *l = fs_node_new_locked(&fs, fs.fixed[FS_INO_IMAGES], "l.jpg", FS_K_IMG);
+	l->flags |= FS_NF_PENDING;
+	state_is(l, "local");
+}
+END_TEST
+
+/* .imagesfs/ is linked below the root with its files, fixed modes, and no image count. */
+START_TEST(test_control_tree)
+{
+	uint64_t images = fs.n_images;
+	ck_assert_int_eq(fs_ctl_init(&fs), 0);
+	struct fs_node *c = fs_node_child_locked(&fs, fs.fixed[FS_INO_ROOT], FS_CTL_DIR);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->kind, FS_K_CTLDIR);
+	struct stat st;
+	fs_node_attr_locked(&fs, c, &st);
+	ck_assert_int_eq(st.st_mode, S_IFDIR | 0555);
+	static const struct {
+		const char *name;
+		mode_t mode;
+	} files[] = {{"status", 0444}, {"errors", 0444}, {"refresh", 0644}};
+	for (size_t i = 0; i < 3; i++) {
+		struct fs_node *f = fs_node_child_locked(&fs, c, files[i].name);
+		ck_assert_ptr_nonnull(f);
+		fs_node_attr_locked(&fs, f, &st);
+		ck_assert_int_eq(st.st_mode, S_IFREG | files[i].mode);
+		ck_assert(fs_node_attr_timeout_locked(&fs, f) == 0);
+	}
+	ck_assert_uint_eq(fs.n_images, images);
+}
+END_TEST
+
 static Suite *fs_suite(void)
 {
 	Suite *s = suite_create("fs");
@@ -223,6 +317,10 @@ static Suite *fs_suite(void)
 	tcase_add_test(tc, test_many_nodes);
 	tcase_add_test(tc, test_rfc3339);
 	tcase_add_test(tc, test_name_valid);
+	tcase_add_test(tc, test_listing_drop_and_hup);
+	tcase_add_test(tc, test_entry_timeout_capped_by_listing);
+	tcase_add_test(tc, test_user_state);
+	tcase_add_test(tc, test_control_tree);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,685 @@
+/*
+ * journal.c - the intent journal: records on disk, pins, the entry table.
+ *
+ * Modelled on SQLite's rollback journal (the undo information is made durable before the
+ * change, and replayed at the next open) and git's lockfile.c (write a temp file, fsync,
+ * rename into place, fsync the directory).
+ *
+ * On-disk format. One file per entry, <dir>/<16 hex seq>.intent, text, one field a line:
+ *
+ *     imagesfs-intent 1
+ *     op replace|rename|upload
+ *     id <escaped>            replace: the image; rename: the destination
+ *     src <escaped>|-         rename: the source
+ *     old_version <decimal>   uploaded_ms of the image at id being replaced, 0 = none
+ *     pin <name>|-            cache pin (cache_pin) holding that image's bytes
+ *     newpin <name>|-         upload: pin holding the bytes to upload
+ *     meta <escaped>|-        attributes to upload it back with
+ *     creator <escaped>|-
+ *     filename <escaped>|-
+ *     rsu 0|1
+ *     end
+ *
+ * Strings are percent-escaped (every byte outside '!'..'~', and '%' itself), so a field
+ * is one line whatever the id holds. A file without the final "end" line, or that does
+ * not parse, cannot come from a completed journal_begin (the rename publishes only whole
+ * files): it is removed at open with a log line.
+ *
+ * fsync points, in order, for journal_begin:
+ *   1. the pin: file, then pin/ directory (cache_pin);
+ *   2. <seq>.intent.tmp written and fsync'd;
+ *   3. renamed to <seq>.intent, then the journal directory fsync'd.
+ * Only after 3 does journal_begin return, and only then does the caller take the
+ * destructive step. journal_finish unlinks <seq>.intent and fsyncs the directory, then
+ * removes the pin: a crash in between leaves a pin no entry names, which journal_open
+ * removes. A crash before 3 leaves a .tmp file (removed at open) and possibly a pin
+ * (removed likewise); the destructive step was not taken, so nothing needs undoing.
+ *
+ * What is pinned: the bytes of the image a replace (or a rename onto an existing image)
+ * deletes, from before its delete until the entry is finished. A rename's source needs no
+ * pin: its bytes are uploaded under the destination before the source is deleted. A
+ * write-back upload pins the bytes it will upload (journal-<seq>-new) from before close()
+ * returns until they are stored, and the old image's bytes when it replaces one.
+ *
+ * Recovery order: journal_open loads every entry (oldest sequence first) as deferred;
+ * journal_start's thread settles them oldest first, in the background, while the mount
+ * serves requests (journal_settle.c).
+ */
+#include "journal_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void journal_logf(struct journal *j, int level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	if (!j->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	j->log(level, buf);
+}
+
+int64_t journal_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- escaping ------------------------------------------------------------------- */
+
+static int esc_put(FILE *f, const char *key, const char *s)
+{
+	if (fprintf(f, "%s ", key) < 0)
+		return -1;
+	if (!s)
+		return fputs("-\n", f) < 0 ? -1 : 0;
+	if (!*s || (s[0] == '-' && !s[1])) /* "" and "-" are escaped so "-" means NULL */
+		return fprintf(f, "%s\n", *s ? "%2D" : "%") < 0 ? -1 : 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		int r =
+		    (*p <= ' ' || *p > '~' || *p == '%') ? fprintf(f, "%%%02X", *p) : fputc(*p, f);
+		if (r < 0)
+			return -1;
+	}
+	return fputc('\n', f) < 0 ? -1 : 0;
+}
+
+static int hexv(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* malloc'd unescaped value ("%" alone is the empty string); *bad set on malformed input. */
+static char *unesc(const char *v, int *bad)
+{
+	if (!strcmp(v, "-"))
+		return NULL;
+	size_t n = strlen(v);
+	char *out = malloc(n + 1), *o = out;
+	if (!out) {
+		*bad = 1;
+		return NULL;
+	}
+	if (!strcmp(v, "%")) {
+		*out = 0;
+		return out;
+	}
+	for (const char *p = v; *p; p++) {
+		if (*p != '%') {
+			*o++ = *p;
+			continue;
+		}
+		int hi = hexv(p[1]), lo = hi < 0 ? -1 : hexv(p[2]);
+		if (lo < 0) {
+			*bad = 1;
+			break;
+		}
+		*o++ = (char)(hi * 16 + lo);
+		p += 2;
+	}
+	*o = 0;
+	if (*bad) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* ---- entries -------------------------------------------------------------------- */
+
+void journal_entry_free(struct jentry *e)
+{
+	if (!e)
+		return;
+	free(e->id);
+	free(e->src);
+	free(e->meta);
+	free(e->creator);
+	free(e->filename);
+	free(e);
+}
+
+void journal_entry_name(uint64_t seq, char *buf, size_t len)
+{
+	snprintf(buf, len, "%016" PRIx64 JOURNAL_SUFFIX, seq);
+}
+
+void journal_pin_name(uint64_t seq, char *buf, size_t len)
+{
+	snprintf(buf, len, "journal-%016" PRIx64, seq);
+}
+
+void journal_newpin_name(uint64_t seq, char *buf, size_t len)
+{
+	snprintf(buf, len, "journal-%016" PRIx64 "-new", seq);
+}
+
+uint64_t journal_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (; s && *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static const char *op_name(int op)
+{
+	return op == JOURNAL_RENAME ? "rename" : op == JOURNAL_UPLOAD ? "upload" : "replace";
+}
+
+static int entry_format(FILE *f, const struct jentry *e)
+{
+	char pin[64], newpin[64];
+	journal_pin_name(e->seq, pin, sizeof(pin));
+	journal_newpin_name(e->seq, newpin, sizeof(newpin));
+	if (fprintf(f, "imagesfs-intent 1\nop %s\n", op_name(e->op)) < 0 ||
+	    esc_put(f, "id", e->id) || esc_put(f, "src", e->src) ||
+	    fprintf(f, "old_version %" PRId64 "\n", e->old_version) < 0 ||
+	    esc_put(f, "pin", e->pinned ? pin : NULL) ||
+	    esc_put(f, "newpin", e->new_pinned ? newpin : NULL) || esc_put(f, "meta", e->meta) ||
+	    esc_put(f, "creator", e->creator) || esc_put(f, "filename", e->filename) ||
+	    fprintf(f, "rsu %d\nend\n", e->rsu ? 1 : 0) < 0)
+		return -EIO;
+	return 0;
+}
+
+/* Writes the entry: tmp file, fsync, rename, fsync of the directory. */
+int journal_entry_write(struct journal *j, const struct jentry *e)
+{
+	char name[64], tmp[80];
+	journal_entry_name(e->seq, name, sizeof(name));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	int fd = openat(j->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	FILE *f = fdopen(fd, "w");
+	if (!f) {
+		int rc = -errno;
+		close(fd);
+		unlinkat(j->dirfd, tmp, 0);
+		return rc;
+	}
+	int rc = entry_format(f, e);
+	if (rc == 0 && fflush(f) != 0)
+		rc = -errno;
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (fclose(f) != 0 && rc == 0)
+		rc = -EIO;
+	if (rc == 0 && renameat(j->dirfd, tmp, j->dirfd, name) < 0)
+		rc = -errno;
+	if (rc == 0 && fsync(j->dirfd) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlinkat(j->dirfd, tmp, 0);
+	return rc;
+}
+
+int journal_entry_remove(struct journal *j, const struct jentry *e)
+{
+	char name[64], pin[64];
+	journal_entry_name(e->seq, name, sizeof(name));
+	if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	if (fsync(j->dirfd) < 0)
+		return -errno;
+	if (e->pinned) {
+		journal_pin_name(e->seq, pin, sizeof(pin));
+		cache_unpin(j->cache, pin);
+	}
+	if (e->new_pinned) {
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+		cache_unpin(j->cache, pin);
+	}
+	return 0;
+}
+
+static int parse_field(struct jentry *e, const char *key, const char *val, int *bad, int *version)
+{
+	char *end;
+	if (!strcmp(key, "imagesfs-intent")) {
+		*version = (int)strtol(val, &end, 10);
+		return 0;
+	}
+	if (!strcmp(key, "op")) {
+		e->op = !strcmp(val, "rename")	  ? JOURNAL_RENAME
+			: !strcmp(val, "replace") ? JOURNAL_REPLACE
+			: !strcmp(val, "upload")  ? JOURNAL_UPLOAD
+						  : 0;
+		return 0;
+	}
+	if (!strcmp(key, "old_version")) {
+		e->old_version = strtoll(val, &end, 10);
+		*bad |= *end != 0;
+		return 0;
+	}
+	if (!strcmp(key, "rsu")) {
+		e->rsu = !strcmp(val, "1");
+		return 0;
+	}
+	if (!strcmp(key, "pin")) {
+		e->pinned = strcmp(val, "-") != 0;
+		return 0;
+	}
+	if (!strcmp(key, "newpin")) {
+		e->new_pinned = strcmp(val, "-") != 0;
+		return 0;
+	}
+	char **dst = !strcmp(key, "id")		? &e->id
+		     : !strcmp(key, "src")	? &e->src
+		     : !strcmp(key, "meta")	? &e->meta
+		     : !strcmp(key, "creator")	? &e->creator
+		     : !strcmp(key, "filename") ? &e->filename
+						: NULL;
+	if (!dst || *dst)
+		return -1; /* unknown or repeated field */
+	*dst = unesc(val, bad);
+	return 0;
+}
+
+/* Parses one entry file; NULL when it is incomplete or malformed. */
+static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	struct jentry *e = calloc(1, sizeof(*e));
+	char line[JOURNAL_LINE_MAX];
+	int bad = 0, done = 0, version = 0;
+	if (!f || !e) {
+		if (f)
+			fclose(f);
+		else if (fd >= 0)
+			close(fd);
+		free(e);
+		return NULL;
+	}
+	e->seq = seq;
+	while (!bad && !done && fgets(line, sizeof(line), f)) {
+		size_t n = strlen(line);
+		if (n == 0 || line[n - 1] != '\n') {
+			bad = 1;
+			break;
+		}
+		line[n - 1] = 0;
+		if (!strcmp(line, "end")) {
+			done = 1;
+			break;
+		}
+		char *sp = strchr(line, ' ');
+		if (sp)
+			*sp = 0;
+		if (!sp || parse_field(e, line, sp + 1, &bad, &version) < 0)
+			bad = 1;
+	}
+	fclose(f);
+	if (bad || !done || version != 1 || !e->op || !e->id ||
+	    (e->op == JOURNAL_RENAME && !e->src) || (e->op == JOURNAL_UPLOAD && !e->new_pinned)) {
+		journal_entry_free(e);
+		return NULL;
+	}
+	e->hash = journal_hash(e->id);
+	e->src_hash = e->src ? journal_hash(e->src) : 0;
+	return e;
+}
+
+/* Appends e keeping the list sorted by seq (the order of loading and of begin). */
+void journal_insert_locked(struct journal *j, struct jentry *e)
+{
+	struct jentry **pp = &j->head;
+	while (*pp && (*pp)->seq < e->seq)
+		pp = &(*pp)->next;
+	e->next = *pp;
+	*pp = e;
+	j->n++;
+}
+
+static int parse_seq(const char *name, uint64_t *seq, int *tmp)
+{
+	size_t n = strlen(name), sl = strlen(JOURNAL_SUFFIX);
+	*tmp = n > 4 && !strcmp(name + n - 4, ".tmp");
+	if (*tmp)
+		return 0;
+	if (n != 16 + sl || strcmp(name + 16, JOURNAL_SUFFIX))
+		return -1;
+	char *end;
+	*seq = strtoull(name, &end, 16);
+	return end == name + 16 ? 0 : -1;
+}
+
+/* An entry that does not parse: its pin (if any) goes to lost_dir, never away. */
+static void damaged(struct journal *j, const char *name, uint64_t seq)
+{
+	char pin[64], dest[4096];
+	int fd;
+	journal_newpin_name(seq, pin, sizeof(pin));
+	snprintf(dest, sizeof(dest), "%s/%s", j->lost_dir, pin);
+	if (cache_pin_open(j->cache, pin, &fd) == 0) {
+		close(fd);
+		mkdir(j->lost_dir, 0700);
+		cache_pin_export(j->cache, pin, dest);
+	}
+	journal_pin_name(seq, pin, sizeof(pin));
+	snprintf(dest, sizeof(dest), "%s/%s", j->lost_dir, pin);
+	if (cache_pin_open(j->cache, pin, &fd) == 0) {
+		close(fd);
+		mkdir(j->lost_dir, 0700);
+		if (cache_pin_export(j->cache, pin, dest) < 0) {
+			journal_logf(j, 0, "journal entry '%s' is damaged; keeping it", name);
+			return;
+		}
+		journal_logf(j, 0, "journal entry '%s' is damaged; its bytes are kept in '%s'",
+			     name, dest);
+	} else {
+		journal_logf(j, 0, "journal entry '%s' is damaged; removing it", name);
+	}
+	unlinkat(j->dirfd, name, 0);
+}
+
+static int load_entries(struct journal *j)
+{
+	int fd = openat(j->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		int rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		uint64_t seq = 0;
+		int tmp;
+		if (de->d_name[0] == '.' || parse_seq(de->d_name, &seq, &tmp) < 0)
+			continue;
+		if (tmp) { /* a begin that never completed: the step was not taken */
+			unlinkat(j->dirfd, de->d_name, 0);
+			continue;
+		}
+		struct jentry *e = entry_read(j->dirfd, de->d_name, seq);
+		if (!e) {
+			damaged(j, de->d_name, seq);
+			continue;
+		}
+		if (seq >= j->next_seq)
+			j->next_seq = seq + 1;
+		journal_insert_locked(j, e);
+	}
+	closedir(d);
+	return 0;
+}
+
+struct pin_sweep {
+	struct journal *j;
+	char (*stale)[64];
+	size_t n, cap;
+};
+
+static int pin_sweep_cb(const char *name, uint64_t size, void *arg)
+{
+	struct pin_sweep *s = arg;
+	if (strncmp(name, "journal-", 8))
+		return 0;
+	for (struct jentry *e = s->j->head; e; e = e->next) {
+		char pin[64], newpin[64];
+		journal_pin_name(e->seq, pin, sizeof(pin));
+		journal_newpin_name(e->seq, newpin, sizeof(newpin));
+		if ((e->pinned && !strcmp(pin, name)) || (e->new_pinned && !strcmp(newpin, name)))
+			return 0;
+	}
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 8;
+		void *p = realloc(s->stale, cap * sizeof(*s->stale));
+		if (!p)
+			return -ENOMEM;
+		s->stale = p;
+		s->cap = cap;
+	}
+	snprintf(s->stale[s->n++], 64, "%s", name);
+	return 0;
+}
+
+/* Removes pins of entries that no longer exist (crash inside begin or finish). */
+static void sweep_pins(struct journal *j)
+{
+	struct pin_sweep s = {.j = j};
+	cache_pin_list(j->cache, pin_sweep_cb, &s);
+	for (size_t i = 0; i < s.n; i++)
+		cache_unpin(j->cache, s.stale[i]);
+	free(s.stale);
+}
+
+static int mkdir_0700(const char *dir)
+{
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int journal_open(const struct journal_config *cfg, struct journal **out)
+{
+	if (!cfg || !cfg->dir || !cfg->lost_dir || !cfg->cache)
+		return -EINVAL;
+	struct journal *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->api = cfg->api;
+	j->cache = cfg->cache;
+	j->log = cfg->log;
+	j->on_upload = cfg->on_upload;
+	j->on_restored = cfg->on_restored;
+	j->arg = cfg->arg;
+	j->next_seq = 1;
+	j->dirfd = -1;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	int rc = -ENOMEM;
+	if (!(j->lost_dir = strdup(cfg->lost_dir)))
+		goto fail;
+	if ((rc = mkdir_0700(cfg->dir)) < 0)
+		goto fail;
+	j->dirfd = open(cfg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (j->dirfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((rc = load_entries(j)) < 0)
+		goto fail;
+	sweep_pins(j);
+	*out = j;
+	return 0;
+fail:
+	journal_close(j);
+	return rc;
+}
+
+static int pin_intent(struct journal *j, struct jentry *e, const struct journal_intent *in)
+{
+	char pin[64];
+	int rc;
+	if (in->old_fd >= 0) {
+		journal_pin_name(e->seq, pin, sizeof(pin));
+		if ((rc = cache_pin(j->cache, pin, in->old_fd, NULL)) < 0)
+			return rc;
+		e->pinned = 1;
+	}
+	if (in->op == JOURNAL_UPLOAD) {
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+		if ((rc = cache_pin(j->cache, pin, in->new_fd, NULL)) < 0)
+			return rc;
+		e->new_pinned = 1;
+	}
+	return 0;
+}
+
+static void unpin_intent(struct journal *j, struct jentry *e)
+{
+	char pin[64];
+	if (e->pinned) {
+		journal_pin_name(e->seq, pin, sizeof(pin));
+		cache_unpin(j->cache, pin);
+	}
+	if (e->new_pinned) {
+		journal_newpin_name(e->seq, pin, sizeof(pin));
+		cache_unpin(j->cache, pin);
+	}
+}
+
+int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *seq)
+{
+	if (!in || !in->id || in->op < JOURNAL_REPLACE || in->op > JOURNAL_UPLOAD ||
+	    (in->op == JOURNAL_RENAME && !in->src_id) ||
+	    (in->op == JOURNAL_UPLOAD && in->new_fd < 0))
+		return -EINVAL;
+	struct jentry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->op = in->op;
+	e->old_version = in->old_version;
+	e->rsu = in->rsu;
+	e->owned = in->op != JOURNAL_UPLOAD;
+	e->hash = journal_hash(in->id);
+	e->src_hash = in->src_id ? journal_hash(in->src_id) : 0;
+	int rc = -ENOMEM;
+	if (!(e->id = strdup(in->id)) || (in->src_id && !(e->src = strdup(in->src_id))) ||
+	    (in->meta && !(e->meta = strdup(in->meta))) ||
+	    (in->creator && !(e->creator = strdup(in->creator))) ||
+	    (in->filename && !(e->filename = strdup(in->filename))))
+		goto fail;
+	pthread_mutex_lock(&j->lock);
+	e->seq = j->next_seq++;
+	pthread_mutex_unlock(&j->lock);
+	if ((rc = pin_intent(j, e, in)) < 0 || (rc = journal_entry_write(j, e)) < 0) {
+		unpin_intent(j, e);
+		goto fail;
+	}
+	pthread_mutex_lock(&j->lock);
+	e->next_ms = journal_now_ms();
+	journal_insert_locked(j, e);
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	*seq = e->seq;
+	return 0;
+fail:
+	journal_logf(j, 0, "cannot record the intent for '%s' in the journal: %s", in->id,
+		     strerror(-rc));
+	journal_entry_free(e);
+	return rc;
+}
+
+struct jentry *journal_find_locked(struct journal *j, uint64_t seq)
+{
+	for (struct jentry *e = j->head; e; e = e->next)
+		if (e->seq == seq)
+			return e;
+	return NULL;
+}
+
+/* Unlinks e from the list; the caller frees it. */
+void journal_unlist_locked(struct journal *j, struct jentry *e)
+{
+	for (struct jentry **pp = &j->head; *pp; pp = &(*pp)->next)
+		if (*pp == e) {
+			*pp = e->next;
+			j->n--;
+			break;
+		}
+	pthread_cond_broadcast(&j->cond);
+}
+
+void journal_finish(struct journal *j, uint64_t seq)
+{
+	pthread_mutex_lock(&j->lock);
+	struct jentry *e = journal_find_locked(j, seq);
+	pthread_mutex_unlock(&j->lock);
+	if (!e) /* owned by the caller: nobody else unlists it */
+		return;
+	int rc = journal_entry_remove(j, e);
+	if (rc < 0) /* stays on disk: the next mount settles it again (idempotent) */
+		journal_logf(j, 1, "cannot remove journal entry of '%s': %s", e->id, strerror(-rc));
+	pthread_mutex_lock(&j->lock);
+	journal_unlist_locked(j, e);
+	pthread_mutex_unlock(&j->lock);
+	journal_entry_free(e);
+}
+
+void journal_defer(struct journal *j, uint64_t seq)
+{
+	pthread_mutex_lock(&j->lock);
+	struct jentry *e = journal_find_locked(j, seq);
+	if (e) {
+		e->owned = 0;
+		e->next_ms = journal_now_ms() + JOURNAL_BACKOFF_MIN_MS;
+	}
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+}
+
+int journal_hides(struct journal *j, const char *id)
+{
+	int hide = 0;
+	if (!j || !id)
+		return 0;
+	pthread_mutex_lock(&j->lock);
+	for (struct jentry *e = j->head; e && !hide; e = e->next)
+		hide = e->op == JOURNAL_RENAME && e->src && !strcmp(e->src, id) && e->src_doomed;
+	pthread_mutex_unlock(&j->lock);
+	return hide;
+}
+
+size_t journal_pending(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	size_t n = j->n;
+	pthread_mutex_unlock(&j->lock);
+	return n;
+}
+
+int journal_upload_fd(struct journal *j, const char *id, int *fd, uint64_t *size)
+{
+	uint64_t seq = 0, h = journal_hash(id);
+	pthread_mutex_lock(&j->lock);
+	for (struct jentry *e = j->head; e; e = e->next)
+		if (e->op == JOURNAL_UPLOAD && e->hash == h && !strcmp(e->id, id))
+			seq = e->seq; /* the newest wins: the list is in sequence order */
+	pthread_mutex_unlock(&j->lock);
+	if (!seq)
+		return -ENOENT;
+	char pin[64];
+	journal_newpin_name(seq, pin, sizeof(pin));
+	int rc = cache_pin_open(j->cache, pin, fd);
+	if (rc < 0)
+		return -ENOENT; /* finished meanwhile: the caller reads the stored image */
+	struct stat st;
+	if (size)
+		*size = fstat(*fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	return 0;
+}
+
+size_t journal_pending_uploads(struct journal *j)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&j->lock);
+	for (struct jentry *e = j->head; e; e = e->next)
+		n += e->op == JOURNAL_UPLOAD;
+	pthread_mutex_unlock(&j->lock);
+	return n;
+}

@@ -1,0 +1,73 @@
+/*
+ * journal_int.h - internals shared by journal.c (records, table) and journal_settle.c
+ * (settling, the background thread). Only the journal and its unit test include it.
+ */
+#ifndef IMAGESFS_JOURNAL_INT_H
+#define IMAGESFS_JOURNAL_INT_H
+
+#include "journal.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOURNAL_LINE_MAX 8192 /* an escaped field: 3 * API_MAX_ID_LEN and some */
+
+struct jentry {
+	uint64_t seq;
+	int op;
+	char *id, *src, *meta, *creator, *filename;
+	int rsu;
+	int64_t old_version;
+	int pinned;	/* pin journal-<seq>: the old image */
+	int new_pinned; /* pin journal-<seq>-new: JOURNAL_UPLOAD's bytes */
+	uint64_t hash;	/* of id, for per-id ordering (journal_settle.c) */
+	uint64_t src_hash;
+	/* Guarded by journal->lock. */
+	int owned;	     /* a live operation drives it; the thread leaves it alone */
+	int busy;	     /* the thread is settling it */
+	int src_doomed;	     /* rename: the upload is done, src will be deleted (hidden) */
+	int attempts;	     /* background attempts so far */
+	int replayed;	     /* loaded at journal_open: left by an earlier run */
+	int64_t next_ms;     /* monotonic ms of the next background attempt */
+	struct jentry *next; /* sorted by seq */
+};
+
+struct journal {
+	struct api_client *api;
+	struct cache *cache;
+	void (*log)(int level, const char *msg);
+	void (*on_upload)(void *arg, const char *id, const struct api_image *img, int fd);
+	void (*on_restored)(void *arg, const struct api_image *img);
+	void *arg;
+	char *lost_dir;
+	int dirfd;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* entries added, deferred, finished; stop */
+	struct jentry *head; /* guarded by lock */
+	size_t n;	     /* guarded by lock */
+	uint64_t next_seq;   /* guarded by lock */
+	char *abandoned;     /* guarded by lock: "images/<id>\n" lines since journal_wait */
+	size_t abandoned_len;
+	char *failed_ids; /* guarded by lock: "<id>\n" of abandoned uploads (wait_id) */
+	size_t failed_len;
+	pthread_t threads[JOURNAL_WORKERS];
+	int running, stop; /* guarded by lock */
+};
+
+void journal_logf(struct journal *j, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int64_t journal_now_ms(void);
+void journal_entry_free(struct jentry *e);
+void journal_entry_name(uint64_t seq, char *buf, size_t len);
+void journal_pin_name(uint64_t seq, char *buf, size_t len);
+void journal_newpin_name(uint64_t seq, char *buf, size_t len);
+uint64_t journal_hash(const char *s);
+int journal_entry_write(struct journal *j, const struct jentry *e);
+int journal_entry_remove(struct journal *j, const struct jentry *e);
+void journal_insert_locked(struct journal *j, struct jentry *e);
+struct jentry *journal_find_locked(struct journal *j, uint64_t seq);
+void journal_unlist_locked(struct journal *j, struct jentry *e);
+
+#endif
