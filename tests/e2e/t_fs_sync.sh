@@ -101,6 +101,8 @@ emu_stats_reset
 cp -p "$E2E_T/p.png" "$I/p.png" || fail "cp -p"
 ops_check "cp -p" "o['images.upload'] == 1 and t == 1"
 expect_eq "cp -p mtime" "$(stat -c %Y "$I/p.png")" "$(stat -c %Y "$E2E_T/p.png")"
+mv "$I/p.png" "$I/p2.png" || fail "mv of a stored image"
+expect_eq "mtime kept by a rename" "$(stat -c %Y "$I/p2.png")" "$(stat -c %Y "$E2E_T/p.png")"
 
 log "touch -d on a stored image: one PATCH, persists across a remount"
 emu_stats_reset
