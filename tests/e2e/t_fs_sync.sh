@@ -104,6 +104,17 @@ expect_eq "cp -p mtime" "$(stat -c %Y "$I/p.png")" "$(stat -c %Y "$E2E_T/p.png")
 mv "$I/p.png" "$I/p2.png" || fail "mv of a stored image"
 expect_eq "mtime kept by a rename" "$(stat -c %Y "$I/p2.png")" "$(stat -c %Y "$E2E_T/p.png")"
 
+log "open(O_TRUNC) + futimens + close without writing: one PATCH, bytes and size unchanged"
+emu_stats_reset
+python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.utime(fd, (1000000000, 1000000000))
+os.close(fd)' "$I/p2.png" || fail "O_TRUNC + futimens"
+ops_check "futimens on an unchanged O_TRUNC open" "o['images.edit'] == 1 and t == 1"
+expect_eq "size kept" "$(stat -c %s "$I/p2.png")" "$(stat -c %s "$E2E_T/p.png")"
+expect_eq "mtime set" "$(stat -c %Y "$I/p2.png")" 1000000000
+cmp "$E2E_T/p.png" "$I/p2.png" || fail "bytes changed"
+
 log "touch -d on a stored image: one PATCH, persists across a remount"
 emu_stats_reset
 touch -d 2020-01-01 "$I/sync/img100.png" || fail "touch -d"
