@@ -340,6 +340,12 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh);
 void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh);
 int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, struct fs_node *ndir,
 		  const char *nname, unsigned int flags);
+/* Uploads image n from url, which the API fetches: a file not uploaded yet goes up with its
+ * pending attributes; an uploaded image is replaced by the rules of an O_TRUNC write (old
+ * bytes kept locally, uploaded again when the new upload fails). Afterwards the size is
+ * unknown until the next open. 0, -EBUSY (being written), or the upload's -errno (logged).
+ * n must be pinned by the caller (a request on its inode). */
+int fs_img_upload_url(struct fs_ctx *fs, struct fs_node *n, const char *url);
 /* The attributes that go with an upload: user metadata (without the stamp), creator,
  * filename, requireSignedURLs and the mtime (has_mtime/mtime_ns). The size of the stamp is
  * that of the uploaded bytes (see fs_upload_stamped). */
@@ -399,6 +405,15 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		    size_t size, int flags);
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* ---- fs_url.c: user.url (upload from a URL) ------------------------------------- */
+#define FS_XATTR_URL "user.url"
+#define FS_MAX_URL_BYTES 4096 /* cap of a user.url value */
+/* The setxattr operation for the name user.url: on an image, checks the URL (http:// or
+ * https:// only, else EINVAL without a request; over FS_MAX_URL_BYTES E2BIG) and uploads from
+ * it (fs_img_upload_url), replying with the upload's errno; ENOTSUP elsewhere, EROFS on a ro
+ * mount. Every refusal and failure writes one log line naming the path. */
+void fs_url_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *value, size_t size);
 void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len);
 /* malloc'd "name count\n" lines of fs->ops (the FS_XATTR_OPS value); NULL on ENOMEM. */
 char *fs_ops_stats_text(struct fs_ctx *fs);

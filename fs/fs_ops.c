@@ -611,6 +611,16 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+/* user.url is an action, not an attribute (fs_url.c); every other name is fs_xattr.c's. */
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	if (strcmp(name, FS_XATTR_URL) == 0)
+		fs_url_op_setxattr(req, ino, value, size);
+	else
+		fs_op_setxattr(req, ino, name, value, size, flags);
+}
+
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, 0);
@@ -643,7 +653,7 @@ const struct fuse_lowlevel_ops fs_ops = {
     .releasedir = op_releasedir,
     .fsyncdir = op_fsyncdir,
     .statfs = fs_op_statfs,
-    .setxattr = fs_op_setxattr,
+    .setxattr = op_setxattr,
     .getxattr = fs_op_getxattr,
     .listxattr = fs_op_listxattr,
     .removexattr = fs_op_removexattr,

@@ -14,6 +14,10 @@
  * requireSignedURLs; if that upload fails, upload the old bytes again under the same id and
  * return the failure. A rename is upload-under-the-new-id, then delete the old id; when the
  * upload fails the source is untouched.
+ *
+ * An upload from a URL (user.url, fs_url.c) takes the same two paths, new file or replace,
+ * with the URL the API fetches as the source instead of the staged file; a writer handle of
+ * its own marks the node as being written meanwhile.
  */
 #include "fs.h"
 
@@ -441,22 +445,25 @@ int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssiz
 
 /* ---- uploading ---------------------------------------------------------------- */
 
-/* Every upload goes through here: the attributes in a, and the stamp (fs_times.c) with the
- * mtime in a and the size of the bytes in fd. */
-static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_attrs *a,
-		     const char *filename, const char *path, struct api_image *out)
+/* Every upload goes through here: the bytes of fd, or with url != NULL the image the API
+ * fetches from url, under id with the attributes in a, and the stamp (fs_times.c) with the
+ * mtime in a and the size of the bytes in fd (unknown for a URL: they never pass here). */
+static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const char *url,
+		     const struct fs_attrs *a, const char *filename, const char *path,
+		     struct api_image *out)
 {
 	struct api_err err;
 	struct stat st;
 	char *meta = NULL;
-	int64_t size = fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
+	int64_t size = !url && fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
 	int rc = fs_stamp_meta(fs, a->meta, a->has_mtime, a->mtime_ns, size, path, &meta, NULL);
 	if (rc < 0)
 		return rc;
 	struct api_upload up = {
 	    .id = id,
-	    .fd = fd,
-	    .filename = filename,
+	    .fd = url ? -1 : fd,
+	    .filename = url ? NULL : filename,
+	    .url = url,
 	    .metadata_json = strcmp(meta, "{}") ? meta : NULL,
 	    .creator = a->creator,
 	    .require_signed_urls = a->rsu ? 1 : -1,
@@ -485,7 +492,7 @@ static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, in
 			const struct fs_attrs *old, const char *path)
 {
 	struct api_image img;
-	int rc = upload_fd(fs, id, old_fd, old, old->filename, path, &img);
+	int rc = upload_fd(fs, id, old_fd, NULL, old, old->filename, path, &img);
 	pthread_mutex_lock(&fs->lock);
 	if (rc == 0) {
 		if (n && (n->flags & FS_NF_LINKED))
@@ -504,10 +511,11 @@ static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, in
 	}
 }
 
-/* Delete-then-upload of an uploaded image, restoring it when the upload fails. */
+/* Delete-then-upload of an uploaded image (new bytes from new_fd, or from url), restoring
+ * it when the upload fails. */
 static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, int new_fd,
-			  const struct fs_attrs *old, int64_t old_version, const char *path,
-			  struct api_image *out)
+			  const char *url, const struct fs_attrs *old, int64_t old_version,
+			  const char *path, struct api_image *out)
 {
 	int old_fd;
 	uint64_t old_size;
@@ -521,7 +529,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 		return rc;
 	}
 	struct fs_attrs a = *old;
-	rc = upload_fd(fs, id, new_fd, &a, strrchr(path, '/') + 1, path, out);
+	rc = upload_fd(fs, id, new_fd, url, &a, strrchr(path, '/') + 1, path, out);
 	if (rc < 0 && old_fd >= 0)
 		restore_old(fs, n, id, old_fd, old, path);
 	if (old_fd >= 0)
@@ -529,8 +537,9 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 	return rc;
 }
 
-/* Called with w->lock held. */
-static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
+/* Uploads n: the staged bytes of w, or with url != NULL the image the API fetches from url
+ * (w then only marks n as being written). Called with w->lock held. */
+static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, const char *url)
 {
 	struct fs_attrs a;
 	struct api_image img;
@@ -548,14 +557,14 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 		goto out;
 	}
 	if (pending)
-		rc = upload_fd(fs, id, w->fd, &a, n->name, path, &img);
+		rc = upload_fd(fs, id, w->fd, url, &a, n->name, path, &img);
 	else
-		rc = replace_upload(fs, n, id, w->fd, &a, version, path, &img);
+		rc = replace_upload(fs, n, id, w->fd, url, &a, version, path, &img);
 	if (rc < 0)
 		goto out;
 	if (!pending)
 		cache_remove(fs->cache, id);
-	if (w->path) {
+	if (w->path && !url) {
 		if (cache_adopt(fs->cache, id, img.uploaded_ms, w->path) < 0)
 			fs_log(FS_LOG_DEBUG, "cannot keep '%s' in the cache", path);
 		free(w->path);
@@ -563,15 +572,20 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 	}
 	pthread_mutex_lock(&fs->lock);
 	fs_img_set_locked(fs, n, &img);
-	n->size = w->size;
-	n->flags |= FS_NF_SIZE | FS_NF_INVAL;
+	n->size = url ? 0 : w->size; /* from a URL: unknown until the first open */
+	n->flags = (uint16_t)((n->flags & ~FS_NF_SIZE) | FS_NF_INVAL | (url ? 0 : FS_NF_SIZE));
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->cfg.stamp_off) /* no stamp: remember size and mtime here (fs_local.c) */
-		fs_local_put(fs, id, img.uploaded_ms, (int64_t)w->size, a.has_mtime, a.mtime_ns);
+		fs_local_put(fs, id, img.uploaded_ms, url ? -1 : (int64_t)w->size, a.has_mtime,
+			     a.mtime_ns);
 	api_image_release(&img);
 	w->uploaded = 1;
-	fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path, (unsigned long long)w->size);
+	if (url)
+		fs_log(FS_LOG_DEBUG, "uploaded '%s' from a URL", path);
+	else
+		fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path,
+		       (unsigned long long)w->size);
 out:
 	fs_attrs_release(&a);
 	free(id);
@@ -611,7 +625,7 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 	else if (scratch)
 		w->dirty = 0; /* local: uploaded only by a rename to a visible name */
 	else if (w->dirty) {
-		rc = upload_w(fs, fh->node, w);
+		rc = upload_w(fs, fh->node, w, NULL);
 		if (rc < 0)
 			w->err = rc;
 		w->dirty = 0;
@@ -729,6 +743,25 @@ static void scratch_src_done(struct fs_ctx *fs, struct fs_wstate *w, int ok)
 	pthread_mutex_lock(&fs->lock);
 	w->refs--; /* never the last: the node or a handle holds one */
 	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The node counts as being written during the upload (a writer handle of its own), so other
+ * writers, renames and unlinks get EBUSY, and the replace path is the one of O_TRUNC. */
+int fs_img_upload_url(struct fs_ctx *fs, struct fs_node *n, const char *url)
+{
+	struct fs_fh *fh;
+	int rc = attach_writer(fs, n, 0, &fh);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fh->w->lock);
+	rc = upload_w(fs, n, fh->w, url);
+	pthread_mutex_unlock(&fh->w->lock);
+	fs_img_release(fs, fh);
+	pthread_mutex_lock(&fs->lock);
+	fs_node_release_open_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	fs_fh_free(fh);
+	return rc;
 }
 
 /* ---- rename ----------------------------------------------------------------------- */
@@ -852,7 +885,7 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 			rc = 0;
 	}
 	if (rc == 0)
-		rc = upload_fd(fs, dst->id, sfd, &src->a, nname, dpath, img);
+		rc = upload_fd(fs, dst->id, sfd, NULL, &src->a, nname, dpath, img);
 	if (rc < 0 && dfd >= 0)
 		restore_old(fs, dst->n, dst->id, dfd, &dst->a, dpath);
 	if (dfd >= 0)

@@ -7,6 +7,7 @@
  *   user.filename          ro  the uploaded filename
  *   user.uploaded          ro  upload time, RFC 3339 UTC with milliseconds
  *   user.variants          ro  delivery URLs, one per line
+ *   user.url               wo  upload from a URL (fs_url.c; never read or listed here)
  *
  * Reads and lists are answered from the table (no network). A set on an uploaded image is
  * one PATCH; on a file not uploaded yet it is stored and sent with the upload. Every name

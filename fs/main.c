@@ -124,7 +124,11 @@ static void usage(void)
 	    "                     metadata (default on); off: they stay in this mount's memory\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
-	    "  -d                 debug log (implies -f)\n");
+	    "  -d                 debug log (implies -f)\n"
+	    "\n"
+	    "Upload from a URL (the API fetches it; http:// and https:// only):\n"
+	    "  setfattr -n user.url -v URL MOUNTPOINT/images/NAME   (after touch for a new NAME)\n"
+	    "  imagesfs import URL MOUNTPOINT/images/NAME\n");
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)

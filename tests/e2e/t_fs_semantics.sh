@@ -65,7 +65,7 @@ XVAL = {"not JSON": (b"{bad", 0), "JSON array": (b"[1,2]", 0),
         "1000 bytes": (b'{"k":"' + b"x" * 992 + b'"}', 0),
         "reserved key": (b'{"imagesfs":"v1 s=1"}', 0),
         "yes": (b"yes", 0), "XATTR_CREATE": (b"{}", os.XATTR_CREATE),
-        "XATTR_REPLACE": (b"c", os.XATTR_REPLACE)}
+        "XATTR_REPLACE": (b"c", os.XATTR_REPLACE), "ftp://x": (b"ftp://x", 0)}
 
 def op(name, p):
     """Returns a callable performing operation `name` (as written in the table) on p."""
