@@ -637,28 +637,21 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-/* user.url is an action, not an attribute (fs_url.c); every other name is fs_xattr.c's. */
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-			size_t size, int flags)
-{
-	if (strcmp(name, FS_XATTR_URL) == 0)
-		fs_url_op_setxattr(req, ino, value, size);
-	else
-		fs_op_setxattr(req, ino, name, value, size, flags);
-}
-
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, 0);
 }
 
-/* A metadata change on an image with a pending write-back upload follows the upload. */
+/* user.url is an action, not an attribute (fs_url.c); every other name is fs_xattr.c's. A
+ * change on an image with a pending write-back upload follows the upload. */
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	int rc = fs_wb_wait_ino(ctx(req), ino);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
+	else if (strcmp(name, FS_XATTR_URL) == 0)
+		fs_url_op_setxattr(req, ino, value, size);
 	else
 		fs_op_setxattr(req, ino, name, value, size, flags);
 }
