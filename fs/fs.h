@@ -132,8 +132,8 @@ struct fs_node {
 	uint32_t size;	     /* images are at most 10 MB, documents 64 KiB */
 	uint32_t gen;	     /* listing generation that last saw this node */
 	uint32_t nopen;
-	uint32_t flags;
-	uint8_t kind;
+	uint32_t flags : 24; /* FS_NF_*; 24 bits and the kind share one word (node < 112 bytes) */
+	uint32_t kind : 8;
 	/* NUL-terminated basename: name_buf (sized for the name the node was made with), or a
 	 * malloc'd string when a rename gave it a longer one (FS_NF_NAMEHEAP). */
 	char *name;
