@@ -837,15 +837,21 @@ static void scratch_src_done(struct fs_ctx *fs, struct fs_wstate *w, int ok)
 }
 
 /* The node counts as being written during the upload (a writer handle of its own), so other
- * writers, renames and unlinks get EBUSY, and the replace path is the one of O_TRUNC. */
+ * writers, renames and unlinks get EBUSY, and the replace path is the one of O_TRUNC. A
+ * writer state still attached but clean is shared instead: the kernel sends RELEASE after
+ * close(2) returns, so `touch f && setfattr -n user.url ... f` (or a `cp` just before) can
+ * find touch's handle not yet released. Only unsent bytes (dirty) or a failed write make
+ * the file busy. */
 int fs_img_upload_url(struct fs_ctx *fs, struct fs_node *n, const char *url)
 {
 	struct fs_fh *fh;
-	int rc = attach_writer(fs, n, 0, &fh);
+	int rc = fs_img_open_staged(fs, n, &fh);
+	if (rc == -EAGAIN)
+		rc = attach_writer(fs, n, 0, &fh);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fh->w->lock);
-	rc = upload_w(fs, n, fh->w, url);
+	rc = fh->w->dirty || fh->w->err ? -EBUSY : upload_w(fs, n, fh->w, url);
 	pthread_mutex_unlock(&fh->w->lock);
 	fs_img_release(fs, fh);
 	pthread_mutex_lock(&fs->lock);

@@ -77,10 +77,16 @@ void fs_url_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *value, size_
 	struct fs_node *n = fs_node_get_locked(fs, ino);
 	if (n && n->kind == FS_K_IMG)
 		path = fs_node_path_locked(fs, n);
+	int scratch = n && n->kind == FS_K_IMG && (n->flags & FS_NF_SCRATCH);
 	pthread_mutex_unlock(&fs->lock);
 	if (!n || n->kind != FS_K_IMG)
 		rc = -EOPNOTSUPP; /* like every unknown name outside images */
-	else if (fs->cfg.ro)
+	else if (scratch) {
+		fs_log(FS_LOG_ERR,
+		       "cannot upload '%s' from a URL: a '.' name is a local scratch file",
+		       path ? path : "?");
+		rc = -EINVAL;
+	} else if (fs->cfg.ro)
 		rc = -EROFS;
 	else if (!path)
 		rc = -ENOMEM;

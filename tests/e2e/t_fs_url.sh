@@ -122,6 +122,7 @@ log "a file being written: EBUSY"
 python3 - "$I/busy" "$O/a.png" <<'EOF' || fail "EBUSY while written"
 import errno, os, sys
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"unsent bytes")
 try:
     os.setxattr(sys.argv[1], "user.url", sys.argv[2].encode())
     sys.exit("setxattr succeeded on a file being written")
@@ -129,8 +130,28 @@ except OSError as e:
     if e.errno != errno.EBUSY:
         sys.exit(f"expected EBUSY, got {errno.errorcode[e.errno]}")
 finally:
-    os.close(fd)
+    try:
+        os.close(fd)  # uploads the text: EINVAL, nothing stored
+    except OSError:
+        pass
 EOF
+
+log "a clean writer handle still open (as touch's until the kernel's release) does not block"
+python3 - "$I/held" "$O/a.png" <<'EOF' || fail "user.url with a clean writer open"
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.setxattr(sys.argv[1], "user.url", sys.argv[2].encode())
+os.close(fd)
+EOF
+cmp -s "$I/held" "$W/a.png" || fail "held differs"
+
+log "touch and setfattr at once, many times (close returns before the kernel's release)"
+for i in $(seq 20); do
+	touch "$I/quick$i" || fail "touch quick$i"
+	setfattr -n user.url -v "$O/a.png" "$I/quick$i" || fail "setfattr right after touch: quick$i"
+done
+expect_eq "a scratch file" "$(touch "$I/.scratch" && setfattr -n user.url -v "$O/a.png" \
+	"$I/.scratch" 2>&1 | grep -c 'Invalid argument')" 1
 
 log "imagesfs import"
 IMP=$IMAGESFS_BIN/imagesfs
