@@ -263,9 +263,9 @@ START_TEST(test_user_state)
 {
 	struct fs_node *n = apply("s.jpg", NULL, 0, NULL);
 	state_is(n, "stored");
-	n->flags |= FS_NF_UPLOADING;
+	fs_node_extra_locked(n)->uploading = 1;
 	state_is(n, "uploading");
-	n->flags &= ~FS_NF_UPLOADING;
+	n->u.img->uploading = 0;
 	fs_node_extra_locked(n)->fail = strdup("EINVAL: Unsupported image format");
 	state_is(n, "failed: EINVAL: Unsupported image format");
 	free(n->u.img->fail);
