@@ -121,10 +121,10 @@ static void buf_json_str(struct ctl_buf *b, const char *s)
 /* ---- status --------------------------------------------------------------------- */
 
 /*
- * What other modules will report and do not exist on this branch yet: 0 until they land.
- *   batch_tokens:    tokens the batch pool holds (issue 8: api_activity or its own getter)
- *   journal_pending: intents in the journal not yet done (issue 12)
- *   uploads_queued:  files waiting in the write-back queue (issue 12)
+ * What other modules report:
+ *   batch_tokens:    live tokens the batch pool holds (api_batch_snapshot)
+ *   journal_pending: intents in the journal not yet done (issue 12: 0 until it lands)
+ *   uploads_queued:  files waiting in the write-back queue (issue 12: 0 until it lands)
  */
 struct ctl_pending {
 	uint64_t batch_tokens, journal_pending, uploads_queued;
@@ -132,8 +132,10 @@ struct ctl_pending {
 
 static void ctl_pending_get(struct fs_ctx *fs, struct ctl_pending *p)
 {
-	(void)fs;
+	struct api_batch_snapshot bs;
 	memset(p, 0, sizeof(*p));
+	api_batch_snapshot(fs->api, &bs);
+	p->batch_tokens = bs.tokens_live;
 }
 
 static void status_listing(struct ctl_buf *b, struct fs_ctx *fs, const char *name,
