@@ -419,6 +419,9 @@ int api_image_edit(struct api_client *c, const char *id, const struct api_image_
 	api_req_init(&r, "PATCH", url, API_IDEMPOTENT);
 	r.json_body = body;
 	rc = image_call(c, &r, out, err);
+	/* Every reply lost: the server may hold the change; read it back (api_outcome.c). */
+	if (rc < 0 && r.outcome_unknown)
+		rc = api_outcome_edit(c, id, p, out, err, rc);
 	api_req_release(&r);
 	free(url);
 	free(body);
@@ -446,6 +449,8 @@ int api_image_delete(struct api_client *c, const char *id, struct api_err *err)
 		memset(err, 0, sizeof(*err));
 		err->attempts = attempts;
 		rc = 0;
+	} else if (rc < 0 && r.outcome_unknown) {
+		rc = api_outcome_delete(c, id, err, rc); /* every reply lost: read it back */
 	}
 	api_req_release(&r);
 	free(url);

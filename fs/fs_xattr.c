@@ -124,6 +124,17 @@ char *fs_ops_stats_text(struct fs_ctx *fs)
 	return s;
 }
 
+/* The errno a set/remove of an attribute replies with. The kernel (seen on Linux 6.18)
+ * turns EAGAIN from a FUSE setxattr into EOPNOTSUPP before the caller sees it, and cp -a
+ * and mv read EOPNOTSUPP as "this file system has no xattrs" and drop the metadata without
+ * a word. A server that refused or throttled us past the retry budget is therefore EIO:
+ * it reaches the caller as itself and every tool reports it. (ENOSYS must never be
+ * replied either: the kernel would then refuse every later setxattr of the mount.) */
+static int xa_reply_errno(int rc)
+{
+	return rc == -EAGAIN || rc == -ENOSYS ? EIO : -rc;
+}
+
 static struct fs_node *img_node_locked(struct fs_ctx *fs, fuse_ino_t ino)
 {
 	struct fs_node *n = fs_node_get_locked(fs, ino);
@@ -341,7 +352,7 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 		fs_log(FS_LOG_INFO, "refused %s on inode %llu: %s", name, (unsigned long long)ino,
 		       rc == -E2BIG ? "value too large (limit 1024 bytes)"
 				    : (x == XA_META ? "not a JSON object" : "invalid value"));
-	fuse_reply_err(req, -rc);
+	fuse_reply_err(req, xa_reply_errno(rc));
 }
 
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
@@ -364,5 +375,5 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		rc = -ENODATA;
 	else
 		rc = xa_apply(fs, ino, x, NULL, 0);
-	fuse_reply_err(req, -rc);
+	fuse_reply_err(req, xa_reply_errno(rc));
 }
