@@ -83,6 +83,11 @@ enum fs_kind {
 #define FS_NF_FNEXT_MASK 0x0E00
 /* FS_NF_NAMEHEAP: `name` is a malloc'd string (a rename to a name longer than name_buf). */
 #define FS_NF_NAMEHEAP 0x1000
+/* FS_NF_XAFAILED: an attribute set failed while the image's new bytes were being written (a
+ * replace in progress, e.g. cp -a onto an image): the replace must fail at close instead of
+ * storing the new bytes without the attribute (cp -a ignores setxattr errors). Cleared when
+ * the write state ends. */
+#define FS_NF_XAFAILED 0x2000
 
 struct fs_wstate;
 

@@ -512,10 +512,16 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 	int64_t version = n->uploaded_ms;
 	char *id = fs_node_id_locked(fs, n);
 	char *path = fs_node_path_locked(fs, n);
+	int xa_failed = (n->flags & FS_NF_XAFAILED) != 0;
 	rc = fs_attrs_copy_locked(n, &a);
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0 || !id || !path) {
 		rc = -ENOMEM;
+		goto out;
+	}
+	if (xa_failed) { /* the image stays as it was: bytes, metadata and creator */
+		fs_log(FS_LOG_ERR, "not replacing '%s': setting its attributes failed", path);
+		rc = -EIO;
 		goto out;
 	}
 	if (pending)
@@ -598,6 +604,7 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 	int last = --w->refs == 0;
 	if (last) {
 		n->u.img->w = NULL;
+		n->flags &= ~FS_NF_XAFAILED;
 		if (!(n->flags & FS_NF_PENDING) && !w->uploaded) {
 			/* truncated but never replaced: the image is as it was */
 			n->flags &= ~FS_NF_SIZE;

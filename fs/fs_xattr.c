@@ -303,6 +303,11 @@ static int xa_apply(struct fs_ctx *fs, fuse_ino_t ino, int x, char *norm, int fl
 	rc = api_image_edit(fs->api, id, &p, &img, &err);
 	if (rc < 0) {
 		fs_log_api("set attributes of", path, rc, &err);
+		pthread_mutex_lock(&fs->lock);
+		n = img_node_locked(fs, ino);
+		if (n && n->u.img && n->u.img->w) /* being replaced: fail that too (fs.h) */
+			n->flags |= FS_NF_XAFAILED;
+		pthread_mutex_unlock(&fs->lock);
 		goto out;
 	}
 	pthread_mutex_lock(&fs->lock);

@@ -59,6 +59,21 @@ expect_eq "source metadata kept" "$(getfattr --absolute-names --only-values -n u
 api_has_id b.png && fail "b.png stored although cp -a failed"
 api_has_id c.png && fail "c.png stored although mv failed"
 
+log "cp -a of an image with metadata onto an existing image while PATCH gets 503: cp fails, nothing changes"
+cp "$E2E_T/a.png" "$M/images/old.png" || fail "cp old.png"
+setfattr -n user.metadata -v '{"old":1}' "$M/images/old.png"
+fault_add '{"op":"images.edit","status":503,"retry_after":0}'
+cp -a "$E2E_T/b.png" "$M/images/old.png" 2>"$E2E_T/cpa.err" &&
+	fail "cp -a exited 0 although the metadata could not be stored (dropped silently)"
+faults_clear
+log "cp -a said: $(head -n 1 "$E2E_T/cpa.err")"
+api_blob old.png "$E2E_T/got" || fail "old.png lost"
+cmp -s "$E2E_T/a.png" "$E2E_T/got" || fail "old.png bytes changed by the failed cp -a"
+expect_eq "old.png metadata after the failed cp -a" "$(meta_of old.png)" '{"old":1}'
+cp -a "$E2E_T/b.png" "$M/images/old.png" || fail "cp -a onto old.png after recovery"
+api_blob old.png "$E2E_T/got" && cmp -s "$E2E_T/b.png" "$E2E_T/got" || fail "old.png not replaced"
+expect_eq "old.png metadata after cp -a" "$(meta_of old.png)" '{"from":"local"}'
+
 log "the same copies after recovery carry their metadata"
 cp -a "$E2E_T/b.png" "$M/images/b.png" || fail "cp -a after recovery"
 mv "$E2E_T/c.png" "$M/images/c.png" || fail "mv after recovery"
