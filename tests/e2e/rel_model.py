@@ -171,39 +171,32 @@ class Model:
         return rng.choice(sorted(self.imgs)) if self.imgs else None
 
 
-def check_ids(model, ids, allowed, opdesc, journal_kind=None):
-    """Checks each id against its allowed states (id -> list of states); polls with a journal."""
-    deadline = time.time() + (CONVERGE_S if JOURNAL and journal_kind else 0)
+def check_ids(model, ids, allowed, opdesc, tolerated):
+    """Checks each id against its allowed states (id -> list of states).
+
+    tolerated: (label, {id: [states]}) or None: states the intent journal exists to prevent
+    or settle. With a journal the check polls until every id is in an allowed state; without
+    one, ids in a tolerated state are reported as findings and the model follows the account.
+    Returns the ids excused that way."""
+    label, tol = tolerated or ("", {})
+    deadline = time.time() + (CONVERGE_S if JOURNAL and tol else 0)
     while True:
         got = {i: account_state(i) for i in ids}
         bad = [i for i in ids if got[i] not in allowed[i]]
-        if not bad:
-            for i in ids:
-                model_set(model, i, got[i])
-            return set()
-        if time.time() >= deadline:
+        if not bad or time.time() >= deadline:
             break
         time.sleep(0.5)
-    if journal_kind and not JOURNAL and journal_ok(journal_kind, bad, got):
-        findings.append((len(log), journal_kind, opdesc,
-                         {i: describe(got[i]) for i in bad}))
-        print(f"--- JOURNAL finding at op {len(log)} ({journal_kind}): {opdesc}: "
-              + "; ".join(f"{i}: {describe(got[i])}" for i in bad))
-        for i in ids:
-            model_set(model, i, got[i])
-        return set(bad)  # the mount's view of these is part of the same finding
-    msg = "; ".join(f"{i}: account has {describe(got[i])}, allowed "
-                    + " or ".join(describe(s) for s in allowed[i]) for i in bad)
-    raise Fail(f"after {opdesc}: {msg}")
-
-
-def journal_ok(kind, bad, got):
-    """Whether the violation is one of the two states the journal exists to prevent."""
-    if kind == "lost":   # a failed replace/rename lost the replaced image
-        return all(got[i] is None for i in bad)
-    if kind == "src-left":  # mv exited 0 but the source id remains
-        return len(bad) == 1
-    return False
+    if bad and (JOURNAL or any(got[i] not in tol.get(i, []) for i in bad)):
+        msg = "; ".join(f"{i}: account has {describe(got[i])}, allowed "
+                        + " or ".join(describe(st) for st in allowed[i]) for i in bad)
+        raise Fail(f"after {opdesc}: {msg}")
+    if bad:
+        states = {i: describe(got[i]) for i in bad}
+        findings.append((len(log), label, opdesc, states))
+        print(f"--- JOURNAL finding at op {len(log)} ({label}): {opdesc}: {states}")
+    for i in ids:
+        model_set(model, i, got[i])
+    return set(bad)  # the mount's view of these is part of the same finding
 
 
 def model_set(model, i, st):
@@ -237,7 +230,7 @@ def check_full(model, where):
             raise Fail(f"{where}: {i}: account {describe(st)}, model {describe(model.imgs[i])}")
 
 
-# ---- operations: each returns (description, rc, ids, allowed states, journal kind) ---------
+# ---- operations: each returns (description, rc, stderr, ids, allowed states, tolerated) -----
 
 def op_cp_new(model, opno):
     name = model.new_name()
@@ -248,8 +241,11 @@ def op_cp_new(model, opno):
     tool = ["cp", "-a"] if meta is not None else ["cp"]
     rc, err = run(*tool, src, os.path.join(MNT, "images", name))
     after = (data, meta, None)
+    # A failed upload whose outcome could not be read back (the blob read failed too) may
+    # have been stored: the known gap in docs/RELIABILITY.md, which only a journal can settle.
+    tol = None if rc == 0 else ("failed upload stored", {name: [after]})
     return (f"{' '.join(tool)} new {name} meta={meta}", rc, err, [name],
-            {name: [after] if rc == 0 else [None]}, None)
+            {name: [after] if rc == 0 else [None]}, tol)
 
 
 def op_replace(model, opno):
@@ -260,8 +256,9 @@ def op_replace(model, opno):
     data = png(SEED * 1000003 + opno)
     src = local_file(f"rep{opno}.png", data)
     rc, err = run("cp", src, os.path.join(MNT, "images", name))
-    return (f"cp replace {name}", rc, err, [name],
-            {name: [(data, old[1], old[2])] if rc == 0 else [old]}, None if rc == 0 else "lost")
+    new = (data, old[1], old[2])
+    tol = None if rc == 0 else ("failed replace lost or changed the image", {name: [None, new]})
+    return (f"cp replace {name}", rc, err, [name], {name: [new] if rc == 0 else [old]}, tol)
 
 
 def op_mv(model, opno):
@@ -278,12 +275,12 @@ def op_mv(model, opno):
     rc, err = run("mv", os.path.join(MNT, "images", src), os.path.join(MNT, "images", dst))
     if rc == 0:
         allowed = {src: [None], dst: [s_old]}
-        kind = "src-left"
+        tol = ("mv exited 0 but the source id remains", {src: [s_old]})
     else:
         allowed = {src: [s_old], dst: [d_old]}
-        kind = "lost" if d_old is not None else None
+        tol = ("failed mv lost the target or left the new id", {dst: [None, s_old]})
     return (f"mv {src} -> {dst}{' (onto existing)' if d_old else ''}", rc, err, [src, dst],
-            allowed, kind)
+            allowed, tol)
 
 
 def op_rm(model, opno):
@@ -388,13 +385,13 @@ def one_op(model, opno):
         burst = dict(rng.choice(BURST_MODES), op=rng.choice(ops))
     faults_arm(opno, burst)
     try:
-        desc, rc, err, ids, allowed, kind = f(model, opno)
+        desc, rc, err, ids, allowed, tol = f(model, opno)
     finally:
         faults_clear()
     desc += f" [burst {json.dumps(burst, sort_keys=True)}]" if burst else ""
     log.append(f"{opno}: {desc} -> exit {rc}{': ' + err.splitlines()[0] if err else ''}")
     if MODE == "sync" and ids:
-        excused = check_ids(model, ids, allowed, desc, kind)
+        excused = check_ids(model, ids, allowed, desc, tol)
         check_mount(model, [i for i in ids if i not in excused])
     elif ids:
         # write-back: exit 0 took effect locally; the account is compared after sync
@@ -429,8 +426,8 @@ def main():
     fails = sum(1 for line in log if not line.split(" -> exit ")[1].startswith("0"))
     print(f"--- model test passed: seed {SEED}, {OPS} ops ({fails} failed as allowed), "
           f"{len(model.imgs)} images, {time.time() - t0:.1f} s")
-    for opno, kind, desc, states in findings:
-        print(f"--- JOURNAL finding (needs the intent journal) op {opno} {kind}: {desc}: {states}")
+    for opno, label, desc, states in findings:
+        print(f"--- JOURNAL finding (needs the intent journal) op {opno} ({label}): {desc}: {states}")
     if findings:
         print(f"--- {len(findings)} JOURNAL findings; op sequence of seed {SEED}:")
         for line in log:
