@@ -13,14 +13,15 @@ Allowed outcomes, checked after every operation with the faults cleared:
     new bytes, old metadata and creator; mv: the destination holds the source's bytes,
     metadata and creator, the source id is gone; rm: gone; setfattr: the value is stored).
   * non-zero exit: the account is as before the operation, for every id it touched.
-    An operation that the intent journal finishes later (a failed replace or rename whose
-    restore needs the server) may pass through other states; with a journal (the mount
-    lists `writeback` in --help) the check polls until the account is back in the before
-    state or CONVERGE_S seconds pass. Without a journal, the two states the journal exists
-    to prevent (a failed replace/rename that lost the replaced image; a mv that exited 0
-    with its source id left) are reported as JOURNAL findings with the op sequence, the
-    model takes the account's state for those ids, and the run goes on; with a journal they
-    are failures like any other.
+Operations the intent journal finishes later may pass through other states. Each op names
+those "tolerated" states: a failed replace that lost the image (or stored the new bytes
+with an outcome it could not read back), a mv that exited 0 with its source id left, a
+failed mv that lost its target or left the new id, a failed cp whose upload was stored but
+could not be read back. With a journal (the mount lists `writeback` in --help) the check
+polls until every id is in an allowed state or CONVERGE_S seconds pass, and a tolerated
+state is a failure like any other. Without a journal, a tolerated state is printed as a
+JOURNAL finding (label, op, states; the op sequence at the end) and the model follows the
+account; any other state fails the run.
 The mount's view is checked too (a touched name exists in the mount iff the model has it),
 and the whole account (every id, bytes, metadata, creator, nothing extra) is compared with
 the model every 25 operations and at the end. In write-back mode (-o writeback) operations
