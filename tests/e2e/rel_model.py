@@ -75,6 +75,7 @@ RESERVED_META_KEYS = frozenset()
 rng = random.Random(SEED)
 log = []          # executed operations, for the replay
 findings = []     # JOURNAL-domain states seen without a journal
+mount_unsure = set()  # ids of findings: the mount's view of them is part of the finding
 
 
 def user_meta(meta):
@@ -392,8 +393,8 @@ def one_op(model, opno):
     desc += f" [burst {json.dumps(burst, sort_keys=True)}]" if burst else ""
     log.append(f"{opno}: {desc} -> exit {rc}{': ' + err.splitlines()[0] if err else ''}")
     if MODE == "sync" and ids:
-        excused = check_ids(model, ids, allowed, desc, tol)
-        check_mount(model, [i for i in ids if i not in excused])
+        mount_unsure.update(check_ids(model, ids, allowed, desc, tol))
+        check_mount(model, [i for i in ids if i not in mount_unsure])
     elif ids:
         # write-back: exit 0 took effect locally; the account is compared after sync
         for i in ids:
