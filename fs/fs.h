@@ -87,7 +87,7 @@ enum fs_kind {
  * replace in progress, e.g. cp -a onto an image): the replace must fail at close instead of
  * storing the new bytes without the attribute (cp -a ignores setxattr errors). Cleared when
  * the write state ends. */
-#define FS_NF_XAFAILED 0x2000
+#define FS_NF_XAFAILED 0x4000 /* 0x2000 is FS_NF_WB on i12-journal */
 
 struct fs_wstate;
 

@@ -194,8 +194,8 @@ def check_ids(model, ids, allowed, opdesc, tolerated):
         raise Fail(f"after {opdesc}: {msg}")
     if bad:
         states = {i: describe(got[i]) for i in bad}
-        findings.append((len(log), label, opdesc, states))
-        print(f"--- JOURNAL finding at op {len(log)} ({label}): {opdesc}: {states}")
+        findings.append((len(log) - 1, label, opdesc, states))
+        print(f"--- JOURNAL finding at op {len(log) - 1} ({label}): {opdesc}: {states}")
     for i in ids:
         model_set(model, i, got[i])
     return set(bad)  # the mount's view of these is part of the same finding
