@@ -48,7 +48,7 @@ setfattr -n user.metadata -v '{"from":"local"}' "$E2E_T/b.png" ||
 	fail "the temp directory does not take user xattrs"
 cp "$E2E_T/b.png" "$E2E_T/c.png"
 setfattr -n user.metadata -v '{"from":"mv"}' "$E2E_T/c.png"
-fault_add '{"op":"images.upload","status":503}'
+fault_add '{"op":"images.upload","status":503,"retry_after":0}'
 cp -a "$E2E_T/b.png" "$M/images/b.png" 2>"$E2E_T/cp.err" && fail "cp -a succeeded under 503"
 mv "$E2E_T/c.png" "$M/images/c.png" 2>"$E2E_T/mv.err" && fail "mv succeeded under 503"
 faults_clear
