@@ -79,10 +79,10 @@ int api_outcome_edit(struct api_client *c, const char *id, const struct api_imag
 	struct api_err gerr;
 	if (api_image_get(c, id, &img, &gerr) != 0)
 		return rc;
-	int applied = (!p->metadata_json || same_meta(p->metadata_json, img.meta_json)) &&
-		      (!p->creator || same_creator(p->creator, img.creator)) &&
-		      (p->require_signed_urls < 0 ||
-		       !p->require_signed_urls == !img.require_signed_urls);
+	int applied =
+	    (!p->metadata_json || same_meta(p->metadata_json, img.meta_json)) &&
+	    (!p->creator || same_creator(p->creator, img.creator)) &&
+	    (p->require_signed_urls < 0 || !p->require_signed_urls == !img.require_signed_urls);
 	if (!applied) {
 		api_image_release(&img);
 		return rc;

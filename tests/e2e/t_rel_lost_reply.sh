@@ -2,6 +2,7 @@
 # Issue 12, finding 3: a DELETE or PATCH whose every reply is lost (the server acted, the
 # client never heard) is settled by reading the image back, so rm's and setfattr's exit
 # status match what the server holds. The same faults before the server acts must fail.
+# shellcheck disable=SC2119 # helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 

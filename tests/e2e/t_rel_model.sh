@@ -4,6 +4,7 @@
 #   IMAGESFS_MODEL_SEED=N IMAGESFS_MODEL_OPS=600 ctest -R e2e_t_rel_model
 # MODEL_MODE=writeback (t_rel_model_writeback.sh) mounts with -o writeback and compares the
 # account after `imagesfs sync MOUNT`; it skips when mount.imagesfs --help lacks writeback.
+# shellcheck disable=SC2119 # helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 

@@ -4,6 +4,7 @@
 # learns that the delete happened and carries on: the account ends with the new bytes under
 # the name, with the old metadata and creator for a replace; nothing is lost. When the
 # upload after such a delete also fails, the old image is put back and cp fails.
+# shellcheck disable=SC2119 # helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 

@@ -4,6 +4,7 @@
 # which cp -a and mv read as "no xattrs here"); nothing changes on the server, and the mount
 # keeps accepting attributes once the server answers again. A copy or move of an image
 # with metadata onto the mount while uploads are refused fails loudly and drops nothing.
+# shellcheck disable=SC2119 # helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 
@@ -71,7 +72,8 @@ api_blob old.png "$E2E_T/got" || fail "old.png lost"
 cmp -s "$E2E_T/a.png" "$E2E_T/got" || fail "old.png bytes changed by the failed cp -a"
 expect_eq "old.png metadata after the failed cp -a" "$(meta_of old.png)" '{"old":1}'
 cp -a "$E2E_T/b.png" "$M/images/old.png" || fail "cp -a onto old.png after recovery"
-api_blob old.png "$E2E_T/got" && cmp -s "$E2E_T/b.png" "$E2E_T/got" || fail "old.png not replaced"
+api_blob old.png "$E2E_T/got" || fail "old.png lost by cp -a"
+cmp -s "$E2E_T/b.png" "$E2E_T/got" || fail "old.png not replaced"
 expect_eq "old.png metadata after cp -a" "$(meta_of old.png)" '{"from":"local"}'
 
 log "the same copies after recovery carry their metadata"
