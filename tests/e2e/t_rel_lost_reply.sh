@@ -70,6 +70,16 @@ expect_errno EIO "os.setxattr('$M/images/p4.png', 'user.metadata', b'{\"never\":
 faults_clear
 expect_eq "stored metadata after the failed set" "$(meta_of p4.png)" '{"lost":2}'
 
+log "upload reply lost while the image cannot be read back: cp fails with EIO, not 'File exists'"
+make_png "$E2E_T/u.png" 12 12 9
+fault_add '{"op":"images.upload","mode":"close","after":true,"count":1}'
+fault_add '{"op":"images.blob","status":503,"retry_after":0}'
+cp "$E2E_T/u.png" "$M/images/u.png" 2>"$E2E_T/cp.err" && fail "cp succeeded without reading the outcome"
+faults_clear
+log "cp said: $(cat "$E2E_T/cp.err")"
+grep -q 'Input/output error' "$E2E_T/cp.err" || fail "cp did not fail with EIO: $(cat "$E2E_T/cp.err")"
+grep -q 'upload outcome unknown' "${FS_LOG[$M]}" || fail "no log line says the outcome is unknown"
+
 daemon_alive "$M"
 umount_fs "$M"
 sanitizer_clean "${FS_LOG[$M]}"
