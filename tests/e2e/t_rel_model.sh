@@ -28,7 +28,7 @@ REL_BASE="$EMU_URL/accounts/$ACCOUNT/images" PYTHONPATH="$(dirname "$0")" EMU_AD
 	MODEL_MOUNT=$M MODEL_MODE=$mode MODEL_JOURNAL=$journal MODEL_SYNC="$IMAGESFS_BIN/imagesfs" \
 	MODEL_WORK=$E2E_T/work IMAGESFS_MODEL_SEED=${IMAGESFS_MODEL_SEED:-12} \
 	IMAGESFS_MODEL_OPS=${IMAGESFS_MODEL_OPS:-120} \
-	python3 "$(dirname "$0")/rel_model.py" || rc=$?
+	python3 -u "$(dirname "$0")/rel_model.py" || rc=$?
 ((rc == 0)) || fail "model test failed (seed and op sequence above)"
 daemon_alive "$M"
 rel_umount "$M"
