@@ -22,7 +22,8 @@ polls until every id is in an allowed state or CONVERGE_S seconds pass, and a to
 state is a failure like any other. Without a journal, a tolerated state is printed as a
 JOURNAL finding (label, op, states; the op sequence at the end) and the model follows the
 account; any other state fails the run.
-The mount's view is checked too (a touched name exists in the mount iff the model has it),
+The mount's view is checked too (a touched name exists in the mount iff the model has it;
+in write-back mode too, where pending uploads must show at once),
 and the whole account (every id, bytes, metadata, creator, nothing extra) is compared with
 the model every 25 operations and at the end. In write-back mode (-o writeback) operations
 return before their uploads, so the account is compared only after `imagesfs sync MOUNT`
@@ -396,9 +397,11 @@ def one_op(model, opno):
         mount_unsure.update(check_ids(model, ids, allowed, desc, tol))
         check_mount(model, [i for i in ids if i not in mount_unsure])
     elif ids:
-        # write-back: exit 0 took effect locally; the account is compared after sync
+        # write-back: exit 0 took effect in the mount at once (pending uploads are visible);
+        # the account is compared after sync
         for i in ids:
             model_set(model, i, allowed[i][0])
+        check_mount(model, [i for i in ids if i not in mount_unsure])
     if (opno + 1) % FULL_EVERY == 0:
         if MODE == "writeback":
             sync_mount(f"op {opno}")
