@@ -147,7 +147,7 @@ def run(*argv):
     try:
         p = subprocess.run(argv, capture_output=True, timeout=OP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise Fail(f"{argv[0]} hung for {OP_TIMEOUT_S} s")
+        raise Fail(f"{' '.join(argv)} hung for {OP_TIMEOUT_S} s")
     return p.returncode, p.stderr.decode(errors="replace").strip()
 
 
@@ -434,6 +434,8 @@ def one_op(model, opno):
     burst_now = burst
     try:
         desc, rc, err, ids, allowed, tol = f(model, opno)
+    except Fail as e:
+        raise Fail(f"op {opno} ({f.__name__}) [burst {json.dumps(burst, sort_keys=True)}]: {e}")
     finally:
         faults_clear()
     desc += f" [burst {json.dumps(burst, sort_keys=True)}]" if burst else ""
