@@ -71,9 +71,9 @@ BURST_MODES = [
     {"mode": "status", "status": 502, "after": True},
     {"mode": "stall", "stall_ms": 400},
 ]
-# The user-visible metadata: what `getfattr -n user.metadata` shows. A branch that keeps
-# reserved keys in the image metadata (i9-sync: mtimes) adds them here.
-RESERVED_META_KEYS = frozenset()
+# The user-visible metadata: what `getfattr -n user.metadata` shows, i.e. the API metadata
+# without the keys imagesfs reserves (API_STAMP_KEY in api/api_stamp.h: mtime/size stamp).
+RESERVED_META_KEYS = frozenset({"imagesfs"})
 
 rng = random.Random(SEED)
 log = []          # executed operations, for the replay

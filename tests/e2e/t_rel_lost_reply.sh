@@ -10,11 +10,13 @@ emu_start
 M=$E2E_T/mnt
 mount_fs "$M"
 
-# meta_of ID: the stored metadata as compact JSON ("null" when none).
+# meta_of ID: the stored user metadata (without the reserved "imagesfs" stamp key) as compact
+# JSON ("null" when none).
 meta_of() {
 	api_image_json "$1" | python3 -c '
 import json, sys
-print(json.dumps(json.load(sys.stdin).get("meta"), sort_keys=True, separators=(",", ":")))'
+m = {k: v for k, v in (json.load(sys.stdin).get("meta") or {}).items() if k != "imagesfs"}
+print(json.dumps(m or None, sort_keys=True, separators=(",", ":")))'
 }
 
 for i in 1 2 3 4; do

@@ -17,7 +17,8 @@ attrs_of() {
 	api_image_json "$1" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-print(json.dumps(d.get("meta"), sort_keys=True, separators=(",", ":")) + "|" + str(d.get("creator")))'
+m = {k: v for k, v in (d.get("meta") or {}).items() if k != "imagesfs"}  # minus the stamp key
+print(json.dumps(m or None, sort_keys=True, separators=(",", ":")) + "|" + str(d.get("creator")))'
 }
 stored_is() { # ID FILE: the account holds ID with exactly FILE's bytes
 	api_blob "$1" "$E2E_T/got" || fail "$1 is not stored (lost)"

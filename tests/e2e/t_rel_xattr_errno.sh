@@ -15,7 +15,8 @@ mount_fs "$M"
 meta_of() {
 	api_image_json "$1" | python3 -c '
 import json, sys
-print(json.dumps(json.load(sys.stdin).get("meta"), sort_keys=True, separators=(",", ":")))'
+m = {k: v for k, v in (json.load(sys.stdin).get("meta") or {}).items() if k != "imagesfs"}
+print(json.dumps(m or None, sort_keys=True, separators=(",", ":")))'
 }
 
 make_png "$E2E_T/a.png" 12 12 1
