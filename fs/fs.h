@@ -146,6 +146,9 @@ struct fs_config {
 	char *rate_limit;
 	char *umask_str;
 	char *log_file;
+	char *batch;	  /* batch=on|off (NULL = on) */
+	char *batch_url;  /* batch host origin; NULL = derived in main.c */
+	int batch_tokens; /* 0 = the API's default */
 	int rate_burst; /* derived from rate_limit; 0 = the API's default */
 	int timeout_s;	/* timeout=: network bound per operation; 0 = the API's defaults */
 	int dir_ttl;

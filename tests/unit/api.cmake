@@ -6,3 +6,9 @@ add_executable(test_api ${CMAKE_CURRENT_LIST_DIR}/test_api.c ${CMAKE_CURRENT_LIS
 target_link_libraries(test_api PRIVATE imagesfs_api PkgConfig::CHECK)
 add_test(NAME unit_api COMMAND test_api)
 set_tests_properties(unit_api PROPERTIES TIMEOUT 300 LABELS unit)
+
+# The batch token pool (tests/unit/test_api_batch.c), no server.
+add_executable(test_api_batch ${CMAKE_CURRENT_LIST_DIR}/test_api_batch.c)
+target_link_libraries(test_api_batch PRIVATE imagesfs_api PkgConfig::CHECK)
+add_test(NAME unit_api_batch COMMAND test_api_batch)
+set_tests_properties(unit_api_batch PROPERTIES TIMEOUT 60 LABELS unit)
