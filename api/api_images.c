@@ -268,8 +268,9 @@ static int same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* Compares the bytes of the stored image with what we sent (fd, from offset 0). A
- * mismatch or any failure counts as "not ours". Runs only on the rare recovery path. */
+/* Compares the bytes of the stored image with what we sent (fd, from offset 0): 1 the same,
+ * 0 different, -1 cannot tell (the blob could not be read). Runs only on the rare recovery
+ * path. */
 static int same_blob(struct api_client *c, const char *id, int fd)
 {
 	char a[65536], b[65536];
@@ -277,12 +278,18 @@ static int same_blob(struct api_client *c, const char *id, int fd)
 	uint64_t got = 0;
 	struct stat st;
 	int tmp = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	int same = 0;
+	int same = -1;
 
 	if (tmp < 0 || fstat(fd, &st) < 0)
 		goto out;
-	if (api_image_blob(c, id, tmp, 0, &got, NULL, 0, &gerr) != 0 || got != (uint64_t)st.st_size)
+	int rc = api_image_blob(c, id, tmp, 0, &got, NULL, 0, &gerr);
+	same = 0;
+	if (rc == -ENOENT || (rc == 0 && got != (uint64_t)st.st_size))
 		goto out;
+	same = -1;
+	if (rc != 0)
+		goto out;
+	same = 0;
 	for (off_t off = 0; off < st.st_size;) {
 		ssize_t n = pread(fd, a, sizeof(a), off);
 		if (n <= 0 || pread(tmp, b, (size_t)n, off) != n || memcmp(a, b, (size_t)n) != 0)
@@ -296,6 +303,18 @@ out:
 	return same;
 }
 
+/* The image under our id could not be read back: whether it is the one we sent is unknown.
+ * "Already exists" would then be a guess (and mv would print "File exists"): EIO says it. */
+static int upload_unknown(struct api_err *err, const struct api_err *orig, int rc)
+{
+	*err = *orig;
+	if (rc != -EEXIST)
+		return rc;
+	snprintf(err->message, sizeof(err->message),
+		 "upload outcome unknown: an image with this id exists and cannot be read back");
+	return -EIO;
+}
+
 /* After an attempt whose outcome is unknown (sent, then no reply, a 5xx, or "already exists"
  * on a retry): fetch the image and accept it if it is the one we sent — same filename,
  * creator and privacy, uploaded after we started, and for file uploads the same bytes. */
@@ -304,19 +323,24 @@ static int recover_upload(struct api_client *c, const struct api_upload *up, int
 {
 	struct api_err orig = *err, gerr;
 	struct api_image img;
-	if (api_image_get(c, up->id, &img, &gerr) != 0) {
-		*err = orig;
+	int grc = api_image_get(c, up->id, &img, &gerr);
+	if (grc == -ENOENT) {
+		*err = orig; /* nothing stored: the original failure stands */
 		return rc;
 	}
+	if (grc != 0)
+		return upload_unknown(err, &orig, rc);
 	const char *fname = up->fd >= 0 ? (up->filename ? up->filename : "file") : NULL;
 	int match =
 	    same_str(up->creator, img.creator) && (!fname || same_str(fname, img.filename)) &&
 	    (up->require_signed_urls < 0 || !up->require_signed_urls == !img.require_signed_urls) &&
-	    (!img.uploaded_ms || img.uploaded_ms >= started_ms - API_UPLOAD_CLOCK_SKEW_MS) &&
-	    (up->fd < 0 || same_blob(c, up->id, up->fd));
-	if (!match) {
+	    (!img.uploaded_ms || img.uploaded_ms >= started_ms - API_UPLOAD_CLOCK_SKEW_MS);
+	int same = match && up->fd >= 0 ? same_blob(c, up->id, up->fd) : match;
+	if (same != 1) {
 		api_image_release(&img);
-		*err = orig;
+		if (same < 0)
+			return upload_unknown(err, &orig, rc);
+		*err = orig; /* someone else's image, or none of ours */
 		return rc;
 	}
 	*out = img;
@@ -421,6 +445,9 @@ int api_image_edit(struct api_client *c, const char *id, const struct api_image_
 	api_req_init(&r, "PATCH", url, API_IDEMPOTENT);
 	r.json_body = body;
 	rc = image_call(c, &r, out, err);
+	/* Every reply lost: the server may hold the change; read it back (api_outcome.c). */
+	if (rc < 0 && r.outcome_unknown)
+		rc = api_outcome_edit(c, id, p, out, err, rc);
 	api_req_release(&r);
 	free(url);
 	free(body);
@@ -448,6 +475,8 @@ int api_image_delete(struct api_client *c, const char *id, struct api_err *err)
 		memset(err, 0, sizeof(*err));
 		err->attempts = attempts;
 		rc = 0;
+	} else if (rc < 0 && r.outcome_unknown) {
+		rc = api_outcome_delete(c, id, err, rc); /* every reply lost: read it back */
 	}
 	api_req_release(&r);
 	free(url);

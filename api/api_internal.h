@@ -11,6 +11,7 @@
  *   api_client.c    client lifetime, easy-handle pool, CURLSH share, counters
  *   api_http.c      one request = attempts + retries + sinks (JSON buffer or fd)
  *   api_images.c    image endpoints; api_misc.c keys, stats, variants
+ *   api_outcome.c   settles a DELETE or PATCH whose outcome is unknown by reading it back
  *   api_batch.c     batch API token pool and per-token limiters (no HTTP); api_http.c
  *                   routes the covered calls through it
  *   api_activity.c  per-host / per-operation tallies behind api_activity_get
@@ -399,6 +400,16 @@ int api_http_json(struct api_client *c, struct api_req *r, struct json_object **
 /* URL of images_url + suffix pieces: each `esc` piece is percent-encoded. Returns malloc'd
  * string or NULL. Example: api_url(c, "/v1/", id, "/blob") escapes only id. */
 char *api_url(const struct api_client *c, const char *pre, const char *esc, const char *post);
+
+/* ---- api_outcome.c -------------------------------------------------------------- */
+
+/* Called after a DELETE / PATCH of image id failed with rc while its outcome is unknown
+ * (req.outcome_unknown). Reads the image back: returns 0 (err cleared but for attempts; for
+ * an edit *out receives the image read back, owned by the caller) when the server holds the
+ * requested state, else rc with err untouched. */
+int api_outcome_delete(struct api_client *c, const char *id, struct api_err *err, int rc);
+int api_outcome_edit(struct api_client *c, const char *id, const struct api_image_patch *p,
+		     struct api_image *out, struct api_err *err, int rc);
 
 /* Fills err from a local failure (no HTTP exchange) and returns -e. */
 int api_fail(struct api_err *err, int e, const char *fmt, ...)

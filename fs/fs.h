@@ -113,6 +113,10 @@ struct fs_img_extra {
 	char *variants_raw;  /* "url\n"..., only with FS_NF_VARRAW */
 	struct fs_wstate *w; /* staging state while being written; not owned (see fs_upload.c) */
 	char *fail;	     /* "<ERRNO>: <API message>" of the last failed upload, NULL = none */
+	/* An attribute set failed while w lived (a replace in progress, e.g. cp -a onto an
+	 * image): the replace fails at close instead of storing the new bytes without the
+	 * attribute (cp -a ignores setxattr errors). Cleared with w. */
+	int xa_failed;
 };
 
 struct fs_node {

@@ -629,10 +629,17 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 	int64_t version = n->uploaded_ms;
 	char *id = fs_node_id_locked(fs, n);
 	char *path = fs_node_path_locked(fs, n);
+	int xa_failed = n->u.img && n->u.img->xa_failed;
 	rc = fs_attrs_copy_locked(n, &a);
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0 || !id || !path) {
 		rc = -ENOMEM;
+		upload_state_set(fs, n, rc, &err);
+		goto out;
+	}
+	if (xa_failed) { /* the image stays as it was: bytes, metadata and creator */
+		fs_log(FS_LOG_ERR, "not replacing '%s': setting its attributes failed", path);
+		rc = -EIO;
 		upload_state_set(fs, n, rc, &err);
 		goto out;
 	}
@@ -702,6 +709,7 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 		return 0;
 	pthread_mutex_lock(&fs->lock);
 	int scratch = (fh->node->flags & FS_NF_SCRATCH) != 0;
+	int xa_failed = fh->node->u.img && fh->node->u.img->xa_failed;
 	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_lock(&w->lock);
 	if (w->err)
@@ -709,7 +717,8 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 	else if (scratch)
 		w->dirty = 0; /* local: uploaded only by a rename to a visible name */
 	else if (w->dirty && fs->cfg.writeback) {
-		rc = fs_wb_stage(fs, fh->node, w->fd, w->size);
+		/* an attribute set failed during this replace: as upload_w, keep the image */
+		rc = xa_failed ? -EIO : fs_wb_stage(fs, fh->node, w->fd, w->size);
 		if (rc < 0)
 			w->err = rc;
 		else
@@ -740,6 +749,7 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 	int times = last && !(n->flags & FS_NF_PENDING) && (n->flags & FS_NF_TIMES);
 	if (last) {
 		n->u.img->w = NULL;
+		n->u.img->xa_failed = 0;
 		if (!(n->flags & FS_NF_PENDING) && !w->uploaded) {
 			/* truncated but never replaced: the image is as it was */
 			n->flags &= ~FS_NF_SIZE;

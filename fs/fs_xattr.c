@@ -133,10 +133,9 @@ char *fs_ops_stats_text(struct fs_ctx *fs)
 }
 
 /*
- * The hooks of user.state. `local`: a file made here that was never uploaded (today an
- * empty file from touch or an open O_CREAT that wrote nothing; scratch files of issue 9
- * swap this predicate). `pending`: queued for upload by the write-back journal (issue 12
- * fills this hook); none without it.
+ * The parts of user.state. `local`: a file made here and never uploaded (an empty file from
+ * touch, an open O_CREAT that wrote nothing, a scratch file). `pending`: journaled for a
+ * write-back upload, not stored yet (fs_writeback.c).
  */
 static int state_local_locked(const struct fs_node *n)
 {
@@ -164,6 +163,17 @@ char *fs_img_state_locked(struct fs_ctx *fs, const struct fs_node *n)
 		return v;
 	}
 	return strdup(state_local_locked(n) ? "local" : "stored");
+}
+
+/* The errno a set/remove of an attribute replies with. The kernel (seen on Linux 6.18)
+ * turns EAGAIN from a FUSE setxattr into EOPNOTSUPP before the caller sees it, and cp -a
+ * and mv read EOPNOTSUPP as "this file system has no xattrs" and drop the metadata without
+ * a word. A server that refused or throttled us past the retry budget is therefore EIO:
+ * it reaches the caller as itself and every tool reports it. (ENOSYS must never be
+ * replied either: the kernel would then refuse every later setxattr of the mount.) */
+static int xa_reply_errno(int rc)
+{
+	return rc == -EAGAIN || rc == -ENOSYS ? EIO : -rc;
 }
 
 static struct fs_node *img_node_locked(struct fs_ctx *fs, fuse_ino_t ino)
@@ -360,6 +370,11 @@ static int xa_apply(struct fs_ctx *fs, fuse_ino_t ino, int x, char *norm, int fl
 	rc = api_image_edit(fs->api, id, &p, &img, &err);
 	if (rc < 0) {
 		fs_log_api("set attributes of", path, rc, &err);
+		pthread_mutex_lock(&fs->lock);
+		n = img_node_locked(fs, ino);
+		if (n && n->u.img && n->u.img->w) /* being replaced: fail that too (fs.h) */
+			n->u.img->xa_failed = 1;
+		pthread_mutex_unlock(&fs->lock);
 		goto out;
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -415,7 +430,7 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 				    : (x == XA_META ? "not a JSON object without the reserved key "
 						      "'" API_STAMP_KEY "'"
 						    : "invalid value"));
-	fuse_reply_err(req, -rc);
+	fuse_reply_err(req, xa_reply_errno(rc));
 }
 
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
@@ -438,5 +453,5 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		rc = -ENODATA;
 	else
 		rc = xa_apply(fs, ino, x, NULL, 0);
-	fuse_reply_err(req, -rc);
+	fuse_reply_err(req, xa_reply_errno(rc));
 }

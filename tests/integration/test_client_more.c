@@ -471,6 +471,51 @@ START_TEST(test_faults_lost_responses_are_recovered)
 }
 END_TEST
 
+static void clear_faults(void)
+{
+	char out[256];
+	int status = 0;
+	ck_assert_int_eq(
+	    emu_proc_http(&E, "DELETE", "/__emulator/faults", NULL, &status, out, sizeof(out)), 0);
+	ck_assert_int_eq(status, 200);
+}
+
+/* Every reply of a DELETE or PATCH lost (the server acted each time): settled by reading the
+ * image back (api_outcome.c). The same requests dropped before the server acts still fail. */
+START_TEST(test_faults_every_reply_lost_is_settled)
+{
+	struct api_image img;
+	struct api_err e;
+	struct api_image_patch p = {.metadata_json = "{\"k\":1}", .creator = "c1",
+				    .require_signed_urls = -1};
+	ck_assert_int_eq(
+	    tc_upload("all/lost", TC_PNG, sizeof(TC_PNG) - 1, "a.png", NULL, NULL, -1, NULL, &e), 0);
+	add_fault("{\"op\":\"images.edit\",\"mode\":\"close\",\"after\":true}");
+	ck_assert_int_eq(api_image_edit(C, "all/lost", &p, &img, &e), 0);
+	ck_assert_str_eq(img.meta_json, "{\"k\":1}");
+	ck_assert_str_eq(img.creator, "c1");
+	api_image_release(&img);
+	clear_faults();
+	add_fault("{\"op\":\"images.edit\",\"mode\":\"close\"}");
+	p.metadata_json = "{\"k\":2}";
+	ck_assert_int_eq(api_image_edit(C, "all/lost", &p, &img, &e), -EIO);
+	clear_faults();
+	ck_assert_int_eq(api_image_get(C, "all/lost", &img, &e), 0);
+	ck_assert_str_eq(img.meta_json, "{\"k\":1}");
+	api_image_release(&img);
+	add_fault("{\"op\":\"images.delete\",\"mode\":\"close\"}");
+	ck_assert_int_eq(api_image_delete(C, "all/lost", &e), -EIO);
+	clear_faults();
+	ck_assert_int_eq(api_image_get(C, "all/lost", &img, &e), 0);
+	api_image_release(&img);
+	add_fault("{\"op\":\"images.delete\",\"mode\":\"close\",\"after\":true}");
+	ck_assert_int_eq(api_image_delete(C, "all/lost", &e), 0);
+	ck_assert_int_ge(e.attempts, 2);
+	clear_faults();
+	ck_assert_int_eq(api_image_get(C, "all/lost", &img, &e), -ENOENT);
+}
+END_TEST
+
 START_TEST(test_faults_retried_statuses_and_truncation)
 {
 	struct api_image img;
@@ -570,6 +615,7 @@ void tc_add_more_tests(Suite *s)
 	tcase_add_test(tc, test_variants_lifecycle_and_limit);
 	tcase_add_test(tc, test_eight_threads_share_one_client);
 	tcase_add_test(tc, test_faults_lost_responses_are_recovered);
+	tcase_add_test(tc, test_faults_every_reply_lost_is_settled);
 	tcase_add_test(tc, test_faults_retried_statuses_and_truncation);
 	tcase_add_test(tc, test_faults_stall_times_out);
 	suite_add_tcase(s, tc);
