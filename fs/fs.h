@@ -130,6 +130,10 @@ struct fs_config {
 	char *rate_limit;
 	char *umask_str;
 	char *log_file;
+	/* delivery (fs_deliver.c, fs_renditions.c) */
+	char *sign_key;	    /* sign_key=: key name, NULL = "default", else the first */
+	char *delivery_url; /* delivery_url=: renditions are fetched here, no trailing '/' */
+	int url_ttl;	    /* url_ttl=: seconds a signed URL stays valid */
 	int rate_burst; /* derived from rate_limit; 0 = the API's default */
 	int timeout_s;	/* timeout=: network bound per operation; 0 = the API's defaults */
 	int dir_ttl;
@@ -357,6 +361,23 @@ int fs_special_flush(struct fs_ctx *fs, struct fs_fh *fh);
 void fs_special_release(struct fs_ctx *fs, struct fs_fh *fh);
 int fs_special_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name);
 void fs_op_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* ---- fs_deliver.c: signed delivery URLs ---------------------------------------- */
+#define FS_DEFAULT_DELIVERY_URL "https://imagedelivery.net"
+#define FS_DEFAULT_URL_TTL 86400
+/* The signing key's value (malloc'd) through the keys/ listing (refreshed after dir_ttl):
+ * the key named sign_key=, else "default", else the first. -ENOKEY when the account has no
+ * such key, the listing's -errno when it cannot be read. The value is never logged. */
+int fs_sign_key(struct fs_ctx *fs, char **value);
+/* A variant's options (compact JSON, malloc'd) and neverRequireSignedURLs (0/1) through
+ * the variants/ listing. -ENOENT when the account has no such variant. */
+int fs_variant_info(struct fs_ctx *fs, const char *name, char **options, int *never);
+/* Turns *urls ("url\n"..., the user.variants text of a private image) into signed URLs
+ * valid for url_ttl, leaving variants with neverRequireSignedURLs plain. Replaces *urls
+ * (freed) on success; on failure *urls is unchanged and one line is logged for path. */
+int fs_variants_sign(struct fs_ctx *fs, const char *path, char **urls);
+/* Signs one delivery URL into out (API_MAX_SIGNED_URL bytes) with value key. */
+int fs_sign_one(struct fs_ctx *fs, const char *key, const char *url, char *out, size_t outsz);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;

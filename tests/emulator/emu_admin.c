@@ -2,8 +2,11 @@
  * emu_admin.c - /__emulator/ endpoints (no auth, plain JSON, never counted in the op stats):
  *
  *   GET    /__emulator/health        {"ok":true,"images":N}
- *   GET    /__emulator/stats         {"total":N,"ops":{"images.list_v1":N,...,"other":N}}
- *   POST   /__emulator/stats/reset   {"ok":true}
+ *   GET    /__emulator/stats         {"total":N,"ops":{"images.list_v1":N,...,"other":N}
+ *                                    ,"delivery":{"requests":N,"ok":N,"denied":N,"not_found":N}}
+ *   POST   /__emulator/stats/reset   {"ok":true} (ops and delivery counters)
+ *   GET    /__emulator/delivery      {"requests":[{"uri":"<raw target>","status":N},...]}: the
+ *                                    last 256 delivery requests, oldest first
  *   POST   /__emulator/seed          {"count":N,"prefix":"seed-","size":100,"start":0}
  *                                    -> {"created":N,"first":"seed-000000","last":"..."}
  *   GET    /__emulator/faults        {"rules":[...],"rate_limit":{limit,window,used}}
@@ -70,7 +73,9 @@ static void h_stats(struct emu *e, struct emu_req *rq)
 		total += v;
 		emu_buf_printf(&b, "%s\"%s\":%lu", i ? "," : "", emu_op_names[i], v);
 	}
-	emu_buf_printf(&b, "},\"total\":%lu}", total);
+	emu_buf_printf(&b, "},\"total\":%lu", total);
+	emu_delivery_stats_json(&e->delivery, &b);
+	emu_buf_puts(&b, "}");
 	emu_reply_json_buf(rq, 200, &b);
 }
 
@@ -80,6 +85,7 @@ static void h_stats_reset(struct emu *e, struct emu_req *rq)
 
 	for (i = 0; i < EMU_OP_COUNT; i++)
 		atomic_store_explicit(&e->ops[i], 0, memory_order_relaxed);
+	emu_delivery_stats_reset(&e->delivery);
 	admin_ok(rq);
 }
 
@@ -394,6 +400,10 @@ void emu_h_admin(struct emu *e, struct emu_req *rq)
 		h_stats(e, rq);
 	} else if (!strcmp(p, "stats/reset") && post) {
 		h_stats_reset(e, rq);
+	} else if (!strcmp(p, "delivery") && get) {
+		emu_buf_init(&b, 0);
+		emu_delivery_log_json(&e->delivery, &b);
+		emu_reply_json_buf(rq, 200, &b);
 	} else if (!strcmp(p, "seed") && post) {
 		h_seed(e, rq);
 	} else if (!strcmp(p, "faults") && post) {
