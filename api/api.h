@@ -172,6 +172,13 @@ int api_sign_hex(const char *key, const char *msg, char hex[API_SIG_HEX_LEN + 1]
  * not fit outsz or API_MAX_SIGNED_URL). out is written only on success. */
 int api_sign_url(const char *url, const char *key, int64_t exp, char *out, size_t outsz);
 
+/* Fetches a delivery URL (absolute, signed or not) into fd like api_image_blob: streamed,
+ * capped at max_bytes (0 = API_MAX_IMAGE_BYTES + slack), retried like a GET. No
+ * credentials are sent, and the request does not count toward the client's rate limiter
+ * or api_counters. 403 -> -EACCES, 404 -> -ENOENT (api_errno_map). */
+int api_delivery_get(struct api_client *c, const char *url, int fd, uint64_t max_bytes,
+		     uint64_t *size_out, struct api_err *err);
+
 /* ---- stats ------------------------------------------------------------------- */
 
 struct api_stats {

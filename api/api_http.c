@@ -194,9 +194,11 @@ static struct curl_slist *build_headers(struct api_client *c, struct api_req *r,
 	struct curl_slist *l = NULL;
 	char ct[160];
 	*rc = 0;
-	l = add_header(l, c->auth_hdr[0], rc);
-	if (c->auth_hdr[1])
-		l = add_header(l, c->auth_hdr[1], rc);
+	if (!r->delivery) { /* credentials never go to a delivery host */
+		l = add_header(l, c->auth_hdr[0], rc);
+		if (c->auth_hdr[1])
+			l = add_header(l, c->auth_hdr[1], rc);
+	}
 	l = add_header(
 	    l, r->sink_fd >= 0 ? "Accept: image/*, application/json" : "Accept: application/json",
 	    rc);
@@ -317,8 +319,10 @@ static void attempt_once(struct api_client *c, struct api_req *r, struct curl_sl
 
 	errbuf[0] = '\0';
 	setup_handle(c, r, hdrs, errbuf);
-	api_throttle(c);
-	atomic_fetch_add(&c->n_requests, 1);
+	if (!r->delivery) { /* delivery is not an API call: outside the API budget */
+		api_throttle(c);
+		atomic_fetch_add(&c->n_requests, 1);
+	}
 	r->attempts++;
 	a->curl_code = (int)curl_easy_perform(r->h);
 	a->status = 0;

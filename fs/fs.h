@@ -39,6 +39,9 @@
 #define FS_INO_VARIANTS 3
 #define FS_INO_KEYS 4
 #define FS_INO_STATS 5
+/* renditions/ (fs_renditions.c); its contents are virtual inodes, see FS_REND_BIT */
+#define FS_INO_RENDITIONS 6
+#define FS_INO_LAST_FIXED FS_INO_RENDITIONS
 
 #define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
 #define FS_NEG_TIMEOUT 1.0	     /* seconds a negative lookup is cached by the kernel */
@@ -63,6 +66,7 @@ enum fs_kind {
 	FS_K_KEYDIR,
 	FS_K_KEY,
 	FS_K_STATS,
+	FS_K_RENDROOT, /* renditions/ itself */
 };
 
 /* Node flags. */
@@ -185,7 +189,8 @@ struct fs_ctx {
 	struct fs_node **name_tab;
 	size_t name_buckets, name_count;
 	fuse_ino_t next_ino;
-	struct fs_node *fixed[6];
+	struct fs_node *fixed[FS_INO_LAST_FIXED + 1];
+	struct fs_rend *rend; /* renditions/ state (fs_renditions.c), guarded by lock */
 	struct fs_listing images, variants, keys;
 	struct fs_failed_lookup failed_lookup;
 	struct fs_tomb *tombs; /* ids deleted while an images listing is in flight */
@@ -218,7 +223,7 @@ struct fs_tomb {
 };
 
 /* Per-open state, stored in fi->fh. */
-enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR };
+enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR, FS_FH_REND, FS_FH_REND_DIR };
 
 struct fs_fh {
 	int kind;
@@ -378,6 +383,23 @@ int fs_variant_info(struct fs_ctx *fs, const char *name, char **options, int *ne
 int fs_variants_sign(struct fs_ctx *fs, const char *path, char **urls);
 /* Signs one delivery URL into out (API_MAX_SIGNED_URL bytes) with value key. */
 int fs_sign_one(struct fs_ctx *fs, const char *key, const char *url, char *out, size_t outsz);
+
+/* ---- fs_renditions.c: renditions/<variant>/<image path> (read-only) ------------- */
+struct fs_rend;
+/* True for renditions/ and every inode below it (fs_ops.c dispatches them here). */
+int fs_rend_is(fuse_ino_t ino);
+void fs_rend_lookup(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t parent, const char *name);
+/* Only for inodes below renditions/ (renditions/ itself is a table node). */
+void fs_rend_getattr(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino);
+void fs_rend_opendir(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+/* fh of kind FS_FH_REND_DIR; released with fs_fh_free. */
+void fs_rend_readdir(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off,
+		     int plus);
+/* Fetches the rendition through the cache (EROFS for writes); fh kind FS_FH_REND. */
+void fs_rend_open(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_rend_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);
+/* Frees fs->rend (after the session ended). */
+void fs_rend_free(struct fs_ctx *fs);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;

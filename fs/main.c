@@ -672,6 +672,7 @@ out:
 		api_client_free(fs.api);
 	if (api_inited)
 		api_global_cleanup();
+	fs_rend_free(&fs);
 	fs_table_free(&fs);
 	creds_free(&creds);
 	config_free(&fs.cfg);
