@@ -112,4 +112,18 @@ expect_errno ENOENT "os.stat('$R/nosuchvariant')"
 expect_errno ENOENT "os.stat('$R/thumbnail/nosuchimage')"
 
 umount_fs "$M"
+
+# rate_limit=40/300: a burst of 4, then one request per 8.3 s. The mount spends 2 (variants,
+# listing); 12 more counted requests would take ~80 s, so 20 s for all 12 can only hold when
+# delivery stays outside the budget.
+log "delivery is outside the mount's API budget (rate_limit=40/300)"
+M2=$E2E_T/mnt2
+mount_fs "$M2" "rate_limit=40/300,delivery_url=$HOST/cdn"
+ls "$M2/renditions/public" >/dev/null || fail "ls renditions/public"
+read -r d0 t0 < <(dstat)
+timeout 20 bash -c 'for i in $(seq -w 0 11); do cat "$1/renditions/public/seed-0000$i" >/dev/null || exit 1; done' \
+	_ "$M2" || fail "12 renditions under a small API budget: failed or blocked by the rate limiter"
+read -r d1 t1 < <(dstat)
+expect_eq "delivery requests" "$((d1 - d0))" 12
+umount_fs "$M2"
 log "PASS"
