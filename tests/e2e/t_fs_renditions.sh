@@ -96,6 +96,11 @@ for _ in $(seq 50); do
 done
 [[ -n $ok ]] || fail "rendition still $(png_size "$R/thumbnail/album/a.png") after the variant edit"
 
+log "a new upload under the same id never serves the old rendition"
+make_png "$E2E_T/c.png" 20 10 3
+cp "$E2E_T/c.png" "$M/images/album/a.png" || fail "replace album/a.png"
+expect_eq "rendition of the new upload" "$(png_size "$R/big/album/a.png")" 20x10
+
 log "ls -l renditions/thumbnail/ over 1,000 images makes no delivery request"
 read -r d0 t0 < <(dstat)
 n=$(ls -l "$R/thumbnail/" | grep -c '^-')
