@@ -57,6 +57,19 @@ FSIG=$(printf '%s' "$PATH_?exp=$EXP" | openssl dgst -sha256 -hmac "$KEY" | awk '
 expect_eq "sig computed independently (openssl) equals the mount's" "$FSIG" "$SIG"
 expect_eq "the neverRequireSignedURLs variant unsigned" "$(code "$(grep '/open$' "$E2E_T/v1")")" 200
 
+log "unknown image or variant: 404; delivery counted apart from the API ops"
+emu_stats_reset
+expect_eq "unknown variant" "$(code "${U%%/thumb\?*}/nosuchvariant")" 404
+expect_eq "unknown image" "$(code "${U%%/$ID/*}/0b8a2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b/thumb")" 404
+expect_eq "no token" "$(code "${U%%\?*}")" 403
+expect_eq "signed" "$(code "$U")" 200
+curl -fsS "$EMU_ADMIN/stats" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["delivery"] == {"requests": 4, "ok": 1, "denied": 1, "not_found": 2}, d["delivery"]
+assert d["total"] == 0, "delivery counted as API requests: %r" % d["ops"]
+' || fail "delivery stats"
+
 log "deleting the key through keys/ invalidates its URLs; a fresh getfattr works"
 rm "$M/keys/default" || fail "rm keys/default"
 expect_eq "old URL after the key is gone" "$(code "$U")" 403
