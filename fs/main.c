@@ -110,6 +110,7 @@ static void usage(void)
 	    "  lines token=..., or email=... and key=...\n"
 	    "\n"
 	    "Options:\n"
+	    "  credentials=FILE   read the credentials from FILE (see above)\n"
 	    "  api_url=URL        API base (default " FS_DEFAULT_API_URL
 	    "; env CLOUDFLARE_BASE_URL)\n"
 	    "  cache_dir=DIR      blob cache (default $XDG_CACHE_HOME/imagesfs/ACCOUNT)\n"
