@@ -155,16 +155,19 @@ static struct rend_size *size_find_locked(struct fs_ctx *fs, fuse_ino_t ino)
 	return s;
 }
 
-static void size_set_locked(struct fs_ctx *fs, fuse_ino_t ino, int64_t version, uint64_t opts_hash,
-			    uint64_t size)
+/* Records a rendition's size; returns 1 when the kernel may hold another one. */
+static int size_set_locked(struct fs_ctx *fs, fuse_ino_t ino, int64_t version, uint64_t opts_hash,
+			   uint64_t size)
 {
 	struct fs_rend *r = rend_locked(fs);
 	struct rend_size *s = size_find_locked(fs, ino);
 	if (!r)
-		return;
+		return 1;
+	if (s && s->version == version && s->opts_hash == opts_hash && s->size == size)
+		return 0;
 	if (!s) {
 		if (r->nsizes >= FS_REND_MAX_SIZES || !(s = calloc(1, sizeof(*s))))
-			return; /* sizes stay 0 past the cap: only ls -l is less exact */
+			return 1; /* sizes stay 0 past the cap: only ls -l is less exact */
 		s->ino = ino;
 		s->next = r->sizes[ino % FS_REND_SIZE_BUCKETS];
 		r->sizes[ino % FS_REND_SIZE_BUCKETS] = s;
@@ -173,9 +176,13 @@ static void size_set_locked(struct fs_ctx *fs, fuse_ino_t ino, int64_t version, 
 	s->version = version;
 	s->opts_hash = opts_hash;
 	s->size = size;
+	return 1;
 }
 
-/* Attributes of a virtual inode over mirror node m; returns the attribute timeout. */
+/* Attributes of a virtual inode over mirror node m; returns the attribute timeout. A file
+ * gets the full timeout even while its size is unknown (0), so `ls -l` costs no GETATTR per
+ * file: the open that learns the size tells the kernel to drop its attributes before it
+ * replies (as images/ does, fs_images.c), and reads are direct_io, never cut at a cached 0. */
 static double attr_locked(struct fs_ctx *fs, fuse_ino_t ino, const struct fs_node *m,
 			  struct stat *st)
 {
@@ -191,7 +198,7 @@ static double attr_locked(struct fs_ctx *fs, fuse_ino_t ino, const struct fs_nod
 	int known = s && s->version == m->uploaded_ms && s->opts_hash == fs->rend->slot_hash[slot];
 	st->st_size = known ? (off_t)s->size : 0;
 	st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
-	return known ? fs->ttl : 0;
+	return fs->ttl;
 }
 
 static int images_fresh(struct fs_ctx *fs)
@@ -573,8 +580,9 @@ static int fetch_url(struct fs_ctx *fs, const struct rend_src *s, int never, cha
 	return rc;
 }
 
-/* Opens the cached rendition (fetching it once); *fd and *size on success. */
-static int rend_fd(struct fs_ctx *fs, fuse_ino_t ino, int *fd, uint64_t *size)
+/* Opens the cached rendition (fetching it once); *fd and *size on success, *kattr = 1 when
+ * the kernel may hold another size. */
+static int rend_fd(struct fs_ctx *fs, fuse_ino_t ino, int *fd, uint64_t *size, int *kattr)
 {
 	struct rend_src s;
 	char *opts = NULL, *key = NULL, url[FS_REND_MAX_URL];
@@ -603,7 +611,7 @@ static int rend_fd(struct fs_ctx *fs, fuse_ino_t ino, int *fd, uint64_t *size)
 		struct fs_rend *r = rend_locked(fs);
 		if (r) {
 			r->slot_hash[ino_slot(ino)] = h;
-			size_set_locked(fs, ino, s.version, h, *size);
+			*kattr = size_set_locked(fs, ino, s.version, h, *size);
 		}
 		pthread_mutex_unlock(&fs->lock);
 	}
@@ -625,7 +633,7 @@ void fs_rend_open(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	int rc = rend_fd(fs, ino, &fd, &size);
+	int kattr = 0, rc = rend_fd(fs, ino, &fd, &size, &kattr);
 	struct fs_fh *fh = rc == 0 ? calloc(1, sizeof(*fh)) : NULL;
 	if (rc == 0 && !fh)
 		rc = -ENOMEM;
@@ -634,6 +642,10 @@ void fs_rend_open(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse
 			close(fd);
 		fuse_reply_err(req, -rc);
 		return;
+	}
+	if (kattr && fs->se) { /* before the reply: see attr_locked */
+		atomic_fetch_add_explicit(&fs->ops.inval_attr, 1, memory_order_relaxed);
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 	}
 	fh->kind = FS_FH_REND;
 	fh->fd = fd;
