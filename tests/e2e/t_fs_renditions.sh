@@ -78,13 +78,15 @@ expect_eq "private rendition" "$(png_size "$R/thumbnail/$PRIV")" 32x32
 read -r d1 t1 < <(dstat)
 expect_eq "one delivery request" "$((d1 - d0))" 1
 expect_eq "no API request but listings for a rendition" "$t1" "$t0"
-curl -fsS "$EMU_ADMIN/delivery" | python3 -c '
+curl -fsS "$EMU_ADMIN/delivery" >"$E2E_T/dlog" || fail "delivery log"
+python3 -c '
 import json, re, sys
 priv = sys.argv[1]
-reqs = [r for r in json.load(sys.stdin)["requests"] if "/" + priv + "/thumbnail" in r["uri"]]
+reqs = [r for r in json.load(open(sys.argv[2]))["requests"] if "/" + priv + "/thumbnail" in r["uri"]]
 assert reqs, "no delivery request for the private image"
 assert all(re.search(r"/thumbnail\?exp=\d+&sig=[0-9a-f]{64}$", r["uri"]) and r["status"] == 200 for r in reqs), reqs
-' "$PRIV" || fail "the private rendition was not fetched with a signed URL"
+assert not any(r["credentials"] for r in json.load(open(sys.argv[2]))["requests"]), "API credentials sent to delivery"
+' "$PRIV" "$E2E_T/dlog" || fail "the private rendition was not fetched with a signed URL, or with credentials"
 
 log "editing the variant through variants/ changes the rendition after dir_ttl"
 echo '{"options":{"fit":"cover","metadata":"none","width":16,"height":16}}' >"$M/variants/thumbnail" ||

@@ -528,6 +528,7 @@ void emu_delay_release(struct emu_delay *d);
 struct emu_dlog_entry {
 	char *uri; /* raw request target, owned */
 	unsigned status;
+	bool credentials; /* the request carried Authorization or X-Auth-Key */
 };
 
 /* Delivery counters and the last EMU_DELIVERY_LOG requests (a ring). */

@@ -5,7 +5,7 @@
  *   GET    /__emulator/stats         {"total":N,"ops":{"images.list_v1":N,...,"other":N}
  *                                    ,"delivery":{"requests":N,"ok":N,"denied":N,"not_found":N}}
  *   POST   /__emulator/stats/reset   {"ok":true} (ops and delivery counters)
- *   GET    /__emulator/delivery      {"requests":[{"uri":"<raw target>","status":N},...]}: the
+ *   GET    /__emulator/delivery      {"requests":[{"uri":..,"status":N,"credentials":B},...]}: the
  *                                    last 256 delivery requests, oldest first
  *   POST   /__emulator/seed          {"count":N,"prefix":"seed-","size":100,"start":0}
  *                                    -> {"created":N,"first":"seed-000000","last":"..."}

@@ -109,15 +109,16 @@ void emu_delivery_log_json(struct emu_delivery *d, struct emu_buf *b)
 
 		emu_buf_puts(b, i ? ",{\"uri\":" : "{\"uri\":");
 		emu_buf_json_str(b, en->uri, strlen(en->uri));
-		emu_buf_printf(b, ",\"status\":%u}", en->status);
+		emu_buf_printf(b, ",\"status\":%u,\"credentials\":%s}", en->status,
+			       en->credentials ? "true" : "false");
 	}
 	pthread_mutex_unlock(&d->lock);
 	emu_buf_puts(b, "]}");
 }
 
-static void log_request(struct emu_delivery *d, const char *uri, unsigned status)
+static void log_request(struct emu_delivery *d, struct emu_req *rq, unsigned status)
 {
-	char *copy = strdup(uri);
+	char *copy = strdup(rq->uri);
 
 	if (!copy)
 		return;
@@ -125,6 +126,9 @@ static void log_request(struct emu_delivery *d, const char *uri, unsigned status
 	free(d->log[d->log_next].uri);
 	d->log[d->log_next].uri = copy;
 	d->log[d->log_next].status = status;
+	/* delivery needs no credentials; a client that sends them leaks them to a CDN */
+	d->log[d->log_next].credentials =
+	    emu_req_header(rq, "Authorization") || emu_req_header(rq, "X-Auth-Key");
 	d->log_next = (d->log_next + 1) % EMU_DELIVERY_LOG;
 	if (d->log_n < EMU_DELIVERY_LOG)
 		d->log_n++;
@@ -293,5 +297,5 @@ void emu_h_delivery(struct emu *e, struct emu_req *rq)
 		atomic_fetch_add_explicit(&e->delivery.denied, 1, memory_order_relaxed);
 	else if (status == 404)
 		atomic_fetch_add_explicit(&e->delivery.not_found, 1, memory_order_relaxed);
-	log_request(&e->delivery, rq->uri, status);
+	log_request(&e->delivery, rq, status);
 }
