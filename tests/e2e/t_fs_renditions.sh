@@ -2,7 +2,8 @@
 # renditions/<variant>/<image path>: each variant of each image as a read-only file fetched
 # from the delivery URL (the emulator renders it with libvips) through the disk cache.
 # Checks: a 32x32 fit=cover rendition is a PNG of exactly 32x32 (IHDR); scale-down never
-# enlarges; metadata=none drops the EXIF block of a JPEG source (keep keeps it); sizes exact
+# enlarges; metadata=none drops the EXIF block of a JPEG source (keep keeps it, copyright keeps
+# only the Copyright tag); sizes exact
 # after the first read; a second read comes from the cache; editing the variant through
 # variants/ changes what the rendition reads after dir_ttl; a private image's rendition
 # reads fine and the delivery log shows a signed URL; delivery is not an API request; and
@@ -19,16 +20,20 @@ jpost v1/variants '{"id":"thumbnail","options":{"fit":"cover","metadata":"none",
 jpost v1/variants '{"id":"big","options":{"fit":"scale-down","metadata":"none","width":500,"height":500}}'
 jpost v1/variants '{"id":"keepmeta","options":{"fit":"scale-down","metadata":"keep","width":32,"height":32}}'
 jpost v1/variants '{"id":"nometa","options":{"fit":"scale-down","metadata":"none","width":32,"height":32}}'
+jpost v1/variants '{"id":"copyr","options":{"fit":"scale-down","metadata":"copyright","width":32,"height":32}}'
 emu_seed 1000 seed- 100
 
-# a JPEG source with an EXIF block (APP1 "Exif", one Copyright tag carrying a marker)
+# a JPEG source with an EXIF block (APP1 "Exif": an Artist and a Copyright tag, each a marker)
 "$IMAGESFS_BIN/imagesfs-mkjpeg" 64 48 "$E2E_T/plain.jpg" || fail "mkjpeg"
 python3 - "$E2E_T/plain.jpg" "$E2E_T/exif.jpg" <<'PY' || fail "add EXIF"
 import struct, sys
 d = open(sys.argv[1], 'rb').read()
-text = b'imagesfs-exif-marker\0'
-tiff = (b'II*\0' + struct.pack('<I', 8) + struct.pack('<H', 1)
-        + struct.pack('<HHII', 0x8298, 2, len(text), 26) + struct.pack('<I', 0) + text)
+artist, text = b'imagesfs-artist-marker\0', b'imagesfs-exif-marker\0'
+base = 8 + 2 + 12 * 2 + 4
+tiff = (b'II*\0' + struct.pack('<I', 8) + struct.pack('<H', 2)
+        + struct.pack('<HHII', 0x013b, 2, len(artist), base)
+        + struct.pack('<HHII', 0x8298, 2, len(text), base + len(artist))
+        + struct.pack('<I', 0) + artist + text)
 app1 = b'Exif\0\0' + tiff
 open(sys.argv[2], 'wb').write(d[:2] + b'\xff\xe1' + struct.pack('>H', len(app1) + 2) + app1 + d[2:])
 PY
@@ -51,7 +56,7 @@ dstat() { curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys; d=json.loa
 
 log "renditions/ lists one directory per variant, each mirrors images/"
 ls "$R" >"$E2E_T/vars" || fail "ls renditions"
-for v in big keepmeta nometa public thumbnail; do grep -qx "$v" "$E2E_T/vars" || fail "variant $v missing: $(cat "$E2E_T/vars")"; done
+for v in big copyr keepmeta nometa public thumbnail; do grep -qx "$v" "$E2E_T/vars" || fail "variant $v missing: $(cat "$E2E_T/vars")"; done
 [[ -d $R/thumbnail/album ]] || fail "renditions/thumbnail/album is not a directory"
 ls "$R/thumbnail/album" | grep -qx a.png || fail "album/a.png missing under renditions/thumbnail"
 
@@ -71,6 +76,9 @@ log "metadata=none drops the EXIF block of a JPEG source; keep keeps it"
 head -c 2 "$R/nometa/photo.jpg" | od -An -tx1 | grep -q 'ff d8' || fail "nometa rendition is not a JPEG"
 grep -q imagesfs-exif-marker "$R/nometa/photo.jpg" && fail "metadata=none kept the EXIF block"
 grep -q imagesfs-exif-marker "$R/keepmeta/photo.jpg" || fail "metadata=keep lost the EXIF block"
+grep -q imagesfs-artist-marker "$R/keepmeta/photo.jpg" || fail "metadata=keep lost the Artist tag"
+grep -q imagesfs-exif-marker "$R/copyr/photo.jpg" || fail "metadata=copyright lost the Copyright tag"
+grep -q imagesfs-artist-marker "$R/copyr/photo.jpg" && fail "metadata=copyright kept the Artist tag"
 
 log "a private image's rendition reads fine; the delivery URL was signed"
 read -r d0 t0 < <(dstat)

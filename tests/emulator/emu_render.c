@@ -9,8 +9,8 @@
  *   fit=pad         contain, then pad to exactly width x height with white.
  *   With only one of width/height the other follows the aspect ratio (cover/crop/pad then
  *   act like contain/scale-down); with neither the image is re-encoded unchanged in size.
- *   metadata=none strips every metadata block (EXIF, XMP, ICC, text chunks); keep and
- *   copyright keep them (unconfirmed: Cloudflare's copyright keeps only the copyright tag).
+ *   metadata=none strips every metadata block (EXIF, XMP, ICC, text chunks); keep keeps
+ *   them; copyright keeps only EXIF's Copyright tag (an EXIF block holding just that).
  *   An unset fit is scale-down.
  * Output is the source's format (SVG is rasterized to PNG). One vips worker thread per
  * render and no operation cache, so the emulator's memory stays bounded by its requests.
@@ -61,6 +61,37 @@ static const char *out_format(const char *src_type, const char **ctype)
 	}
 	*ctype = "image/png";
 	return ".png";
+}
+
+/* metadata=copyright: drops every metadata field but EXIF's Copyright (replaces *img). */
+static int keep_copyright(VipsImage **img)
+{
+	static const char *const drop[] = {
+	    "exif-",	    "xmp-data",	   "iptc-data",		 "icc-profile-data",
+	    "png-comment-", "gif-comment", "jpeg-thumbnail-data"};
+	VipsImage *out = NULL;
+	const char *c = NULL;
+	char *copyright = NULL;
+
+	if (vips_image_get_typeof(*img, "exif-ifd0-Copyright") &&
+	    !vips_image_get_string(*img, "exif-ifd0-Copyright", &c))
+		copyright = g_strdup(c);
+	if (vips_copy(*img, &out, NULL)) {
+		g_free(copyright);
+		return -EIO;
+	}
+	char **fields = vips_image_get_fields(out);
+	for (size_t i = 0; fields[i]; i++)
+		for (size_t k = 0; k < sizeof(drop) / sizeof(drop[0]); k++)
+			if (!strncmp(fields[i], drop[k], strlen(drop[k])))
+				vips_image_remove(out, fields[i]);
+	g_strfreev(fields);
+	if (copyright)
+		vips_image_set_string(out, "exif-ifd0-Copyright", copyright);
+	g_free(copyright);
+	g_object_unref(*img);
+	*img = out;
+	return 0;
 }
 
 /* Resized image per fit/width/height (a new reference in *out). */
@@ -119,6 +150,8 @@ int emu_render(const struct emu_variant *v, const unsigned char *src, size_t len
 	rc = resize(v, src, len, &img);
 	if (!rc && !strcmp(v->fit, "pad") && v->width > 0 && v->height > 0)
 		rc = pad(v, &img);
+	if (!rc && !strcmp(v->metadata, "copyright"))
+		rc = keep_copyright(&img);
 	if (!rc && vips_image_write_to_buffer(img, suffix, &buf, &n, "strip", strip, NULL))
 		rc = -EIO;
 	if (img)
