@@ -70,6 +70,13 @@ assert d["delivery"] == {"requests": 4, "ok": 1, "denied": 1, "not_found": 2}, d
 assert d["total"] == 0, "delivery counted as API requests: %r" % d["ops"]
 ' || fail "delivery stats"
 
+log "delivery does not count toward the emulator's --rate-limit"
+curl -fsS -X POST -d '{"limit":1,"window":300}' "$EMU_ADMIN/ratelimit" >/dev/null || fail "set rate limit"
+for _ in 1 2 3 4 5; do expect_eq "signed URL under a rate limit of 1" "$(code "$U")" 200; done
+curl -fsS "$EMU_ADMIN/ratelimit" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["used"] == 0 else 1)' ||
+	fail "delivery charged the API rate limit: $(curl -fsS "$EMU_ADMIN/ratelimit")"
+curl -fsS -X POST -d '{"limit":0,"window":300}' "$EMU_ADMIN/ratelimit" >/dev/null || fail "clear rate limit"
+
 log "deleting the key through keys/ invalidates its URLs; a fresh getfattr works"
 rm "$M/keys/default" || fail "rm keys/default"
 expect_eq "old URL after the key is gone" "$(code "$U")" 403
