@@ -134,10 +134,12 @@ struct fs_config {
 	char *rate_limit;
 	char *umask_str;
 	char *log_file;
+
 	/* delivery (fs_deliver.c, fs_renditions.c) */
 	char *sign_key;	    /* sign_key=: key name, NULL = "default", else the first */
 	char *delivery_url; /* delivery_url=: renditions are fetched here, no trailing '/' */
 	int url_ttl;	    /* url_ttl=: seconds a signed URL stays valid */
+
 	int rate_burst; /* derived from rate_limit; 0 = the API's default */
 	int timeout_s;	/* timeout=: network bound per operation; 0 = the API's defaults */
 	int dir_ttl;

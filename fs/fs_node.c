@@ -187,8 +187,8 @@ static void node_free(struct fs_ctx *fs, struct fs_node *n)
 
 static int is_dir_kind(int kind)
 {
-	return kind == FS_K_ROOT || kind == FS_K_DIR || kind == FS_K_VARDIR || kind == FS_K_KEYDIR ||
-	       kind == FS_K_RENDROOT;
+	return kind == FS_K_ROOT || kind == FS_K_DIR || kind == FS_K_VARDIR ||
+	       kind == FS_K_KEYDIR || kind == FS_K_RENDROOT;
 }
 
 int fs_table_init(struct fs_ctx *fs)

@@ -423,8 +423,7 @@ static int delivery_check(struct fs_config *cfg)
 			cfg->url_ttl);
 		return -1;
 	}
-	if (cfg->sign_key &&
-	    (!*cfg->sign_key || strlen(cfg->sign_key) > API_MAX_KEY_NAME_LEN)) {
+	if (cfg->sign_key && (!*cfg->sign_key || strlen(cfg->sign_key) > API_MAX_KEY_NAME_LEN)) {
 		fprintf(stderr, "mount.imagesfs: bad sign_key '%s' (a key name, 1-%d chars)\n",
 			cfg->sign_key, API_MAX_KEY_NAME_LEN);
 		return -1;
@@ -434,9 +433,11 @@ static int delivery_check(struct fs_config *cfg)
 	size_t n = strlen(cfg->delivery_url);
 	while (n > 0 && cfg->delivery_url[n - 1] == '/')
 		cfg->delivery_url[--n] = '\0';
-	if ((strncmp(cfg->delivery_url, "https://", 8) && strncmp(cfg->delivery_url, "http://", 7)) ||
+	if ((strncmp(cfg->delivery_url, "https://", 8) &&
+	     strncmp(cfg->delivery_url, "http://", 7)) ||
 	    n > 1024 || strchr(cfg->delivery_url, '?')) {
-		fprintf(stderr, "mount.imagesfs: bad delivery_url '%s' (want http(s)://HOST[/PATH])\n",
+		fprintf(stderr,
+			"mount.imagesfs: bad delivery_url '%s' (want http(s)://HOST[/PATH])\n",
 			cfg->delivery_url);
 		return -1;
 	}
@@ -557,11 +558,14 @@ static void config_free(struct fs_config *cfg)
 	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
 		      &cfg->cache_dir, &cfg->cache_size, &cfg->credentials,
 		      &cfg->ca_file,   &cfg->rate_limit, &cfg->umask_str,
-		      &cfg->log_file,  &cfg->sign_key,	 &cfg->delivery_url};
+		      &cfg->log_file};
 	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
 		free(*s[i]);
 		*s[i] = NULL;
 	}
+	free(cfg->sign_key); /* delivery options */
+	free(cfg->delivery_url);
+	cfg->sign_key = cfg->delivery_url = NULL;
 }
 
 static int add_fuse_opts(struct fs_ctx *fs, struct fuse_args *args)

@@ -162,9 +162,9 @@ struct emu_req {
 	const char *method;
 	bool is_api;
 	bool is_admin;
-	bool is_upload; /* /upload/<hash>/<id>: a direct upload URL (no auth) */
+	bool is_upload;	  /* /upload/<hash>/<id>: a direct upload URL (no auth) */
 	bool is_delivery; /* <delivery path>/<hash>/<id>/<variant> (emu_deliver.c) */
-	bool v2;	/* the path is under images/v2 */
+	bool v2;	  /* the path is under images/v2 */
 	enum emu_op op;
 	/* decoded path segments after /client/v4/accounts/{acct}/images/, owned */
 	char *seg[EMU_MAX_SEGMENTS];
@@ -533,12 +533,12 @@ struct emu_dlog_entry {
 
 /* Delivery counters and the last EMU_DELIVERY_LOG requests (a ring). */
 struct emu_delivery {
-	char *base;		 /* --delivery-url, NULL: "<origin>/cdn" per request */
-	char *path;		 /* path prefix served here ("/cdn"), never "" or "/" */
-	atomic_ulong requests;	 /* every request under path */
-	atomic_ulong ok;	 /* 200 */
-	atomic_ulong denied;	 /* 403: token missing, wrong or expired */
-	atomic_ulong not_found;	 /* 404: unknown hash, image or variant */
+	char *base;		/* --delivery-url, NULL: "<origin>/cdn" per request */
+	char *path;		/* path prefix served here ("/cdn"), never "" or "/" */
+	atomic_ulong requests;	/* every request under path */
+	atomic_ulong ok;	/* 200 */
+	atomic_ulong denied;	/* 403: token missing, wrong or expired */
+	atomic_ulong not_found; /* 404: unknown hash, image or variant */
 	pthread_mutex_t lock;
 	struct emu_dlog_entry log[EMU_DELIVERY_LOG]; /* guarded by lock */
 	size_t log_next;			     /* guarded by lock */

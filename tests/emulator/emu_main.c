@@ -67,8 +67,8 @@ static void usage(FILE *f)
 		   "ready.\n"
 		   "Tokens may also come from IMAGESFS_EMULATOR_TOKEN, key pairs from\n"
 		   "IMAGESFS_EMULATOR_AUTH_KEY=EMAIL:KEY.\n"
-		   "Delivery: variants[] URLs are BASE/<hash>/<id>/<variant> (default: this server's\n"
-		   "own http://HOST:PORT/cdn); the path of BASE is served here, rendered with libvips.\n"
+		   "Delivery: variants[] URLs are BASE/<hash>/<id>/<variant> (default: this\n"
+		   "server's own http://HOST:PORT/cdn); BASE's path is served here (libvips).\n"
 		   "See tests/emulator/README.md.\n");
 }
 
