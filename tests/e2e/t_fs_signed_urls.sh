@@ -105,6 +105,15 @@ expect_errno ENOKEY "os.getxattr('$M3/images/$ID', 'user.variants')"
 grep -q "cannot sign the delivery URLs of 'images/$ID'" "${FS_LOG[$M3]}" || fail "no log line for a missing key"
 umount_fs "$M3"
 
+log "bad delivery options are refused before mounting, one line each"
+mkdir -p "$E2E_T/mnt4"
+for o in url_ttl=0 url_ttl=x sign_key= sign_key=a234567890123456789012 delivery_url=ftp://x delivery_url=https://h/?q; do
+	CLOUDFLARE_API_TOKEN=$IMAGESFS_EMULATOR_TOKEN timeout 20 "$IMAGESFS_BIN/mount.imagesfs" "$ACCOUNT" "$E2E_T/mnt4" -f \
+		-o "api_url=$EMU_URL,cache_dir=$E2E_T/cache4,$o" >"$E2E_T/bad.out" 2>&1 && fail "-o $o was accepted"
+	mountpoint -q "$E2E_T/mnt4" && fail "-o $o mounted"
+	grep -Eq "mount.imagesfs: |fuse: invalid parameter" "$E2E_T/bad.out" || fail "-o $o: no message ($(cat "$E2E_T/bad.out"))"
+done
+
 log "no signing key value in any log"
 for f in "$E2E_T"/fs-*.log; do
 	grep -qF -e "$KEY" -e "$KEY2" -e "$OTHER" "$f" && fail "a signing key appears in $f"
