@@ -236,6 +236,7 @@ struct fs_fh {
 	char *buf;	      /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
 	size_t len, cap;
 	int dirty, is_new;
+	fuse_ino_t dir_ino; /* FS_FH_REND_DIR: the directory's own (virtual) inode */
 	/* FS_FH_BUF only: guards buf, len, cap and dirty. Requests on one handle can run at
 	 * once (pread and write on an O_RDWR fd, close of a dup'd fd while another writes). */
 	pthread_mutex_t buf_lock;

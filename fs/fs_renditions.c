@@ -393,7 +393,7 @@ void fs_rend_opendir(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct f
 	fh->fd = -1;
 	fh->buf = buf;
 	fh->len = s.n;
-	fh->cap = (size_t)ino; /* the directory's own inode, for "." */
+	fh->dir_ino = ino;
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		fs_fh_free(fh);
@@ -408,7 +408,7 @@ static size_t add_entry_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *
 	const char *name;
 	memset(&e, 0, sizeof(e));
 	if (idx < 2) {
-		fuse_ino_t self = (fuse_ino_t)fh->cap;
+		fuse_ino_t self = fh->dir_ino;
 		e.ino = idx == 0 || self != FS_INO_RENDITIONS ? self : FS_INO_ROOT;
 		name = idx == 0 ? "." : "..";
 		e.attr.st_ino = e.ino;
