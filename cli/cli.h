@@ -19,6 +19,12 @@
  * one line to stderr ("imagesfs: '<mount>' is not an imagesfs mount") and returns -1. */
 int cli_ctl_path(const char *mount, const char *name, char *buf, size_t len);
 
+/* Finds the imagesfs mount that holds `path` (which must exist; symlinks resolved): writes
+ * its root to buf and returns 0, or prints one line to stderr ("imagesfs: '<path>' is not
+ * inside an imagesfs mount", or why it cannot be resolved) and returns -1. For verbs that
+ * work on a file of the mount itself rather than on .imagesfs/. */
+int cli_mount_of(const char *path, char *root, size_t len);
+
 /* Reads the control file `name` of `mount` whole into a NUL-terminated malloc'd buffer
  * (*out, caller frees; *len without the NUL). Returns 0, or prints one line naming the file
  * and the error and returns -1 (*out untouched). The read may block while the mount works
@@ -29,5 +35,8 @@ int cli_ctl_read(const char *mount, const char *name, char **out, size_t *len);
  * mount's answer is the write's (or close's) error. Returns 0, or prints one line and
  * returns -1. */
 int cli_ctl_write(const char *mount, const char *name, const char *data);
+
+/* Verbs (argv[0] is the verb). */
+int cli_cmd_import(int argc, char **argv); /* cmd_import.c */
 
 #endif

@@ -23,6 +23,7 @@ struct cli_verb {
 
 /* One row per verb; each verb's file declares its function here. */
 static const struct cli_verb cli_verbs[] = {
+    {"import", cli_cmd_import, "import URL MOUNT/images/NAME"},
     {NULL, NULL, NULL},
 };
 
@@ -76,6 +77,28 @@ int cli_ctl_path(const char *mount, const char *name, char *buf, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+int cli_mount_of(const char *path, char *root, size_t len)
+{
+	char real[PATH_MAX];
+	if (!realpath(path, real)) {
+		fprintf(stderr, "imagesfs: cannot resolve '%s': %s\n", path, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		if (cli_is_imagesfs_mount(real)) {
+			if ((size_t)snprintf(root, len, "%s", real) < len)
+				return 0;
+			break;
+		}
+		char *slash = strrchr(real, '/');
+		if (!slash || slash == real)
+			break;
+		*slash = '\0';
+	}
+	fprintf(stderr, "imagesfs: '%s' is not inside an imagesfs mount\n", path);
+	return -1;
 }
 
 int cli_ctl_read(const char *mount, const char *name, char **out, size_t *len)

@@ -53,6 +53,8 @@
 /* One images listing brings at most max(allowed, current) * 1.1 + FS_LIST_MARGIN images
  * (account stats), never more than FS_LIST_CEILING (~1.3 GB of table): see fs_list.c. */
 #define FS_LIST_MARGIN 10000
+/* Images one listing page brings (v2): below this a stale lookup miss re-lists (fs_images.c). */
+#define FS_LIST_ONE_PAGE 10000
 #define FS_LIST_CEILING 10000000
 /* Hidden attribute of the mount root: counts of FUSE operations served (for tests). */
 #define FS_XATTR_OPS "user.imagesfs.ops"
@@ -87,6 +89,15 @@ enum fs_kind {
 #define FS_NF_FNEXT_MASK 0x0E00
 /* FS_NF_NAMEHEAP: `name` is a malloc'd string (a rename to a name longer than name_buf). */
 #define FS_NF_NAMEHEAP 0x1000
+/* Timestamps (fs_times.c): FS_NF_MTIME: mtime_ns holds the file's mtime (from the image's
+ * stamp or a utimensat here); without it the mtime is `uploaded`. FS_NF_TIMES: that mtime was
+ * set here and is not stored with the image yet (it goes with the next upload; or it stays
+ * local: stamp=off, a scratch file, no room in the metadata). */
+#define FS_NF_MTIME 0x2000
+#define FS_NF_TIMES 0x4000
+/* FS_NF_SCRATCH: a local scratch file (a new name beginning with '.', fs_scratch.c): written,
+ * read and renamed locally, never uploaded under its own name. Always with FS_NF_PENDING. */
+#define FS_NF_SCRATCH 0x8000
 
 struct fs_wstate;
 
@@ -111,9 +122,10 @@ struct fs_node {
 		char *doc;		     /* FS_K_VAR: document; FS_K_KEY: value + "\n" */
 	} u;
 	uint64_t nlookup;
-	int64_t uploaded_ms; /* images: version; also mtime */
-	uint64_t size;
-	uint32_t gen; /* listing generation that last saw this node */
+	int64_t uploaded_ms; /* images: version; also the mtime without FS_NF_MTIME */
+	int64_t mtime_ns;    /* images with FS_NF_MTIME: mtime, ns since the epoch */
+	uint32_t size;	     /* images are at most 10 MB, documents 64 KiB */
+	uint32_t gen;	     /* listing generation that last saw this node */
 	uint32_t nopen;
 	uint16_t flags;
 	uint8_t kind;
@@ -148,6 +160,8 @@ struct fs_config {
 	int uid, gid; /* -1 = mounting user */
 	int foreground;
 	int debug;
+	char *stamp_str; /* stamp=on|off */
+	int stamp_off;	 /* mtimes and sizes are not stored in the images' metadata */
 };
 
 struct fs_listing {
@@ -176,6 +190,7 @@ struct fs_ctx {
 	struct fs_opstats ops;
 	struct api_client *api;
 	struct cache *cache;
+	struct fs_local *local; /* fs_local.c; NULL = learned sizes stay in memory */
 	struct fuse_session *se;
 	mode_t umask;
 	uid_t uid;
@@ -337,12 +352,64 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh);
 void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh);
 int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, struct fs_node *ndir,
 		  const char *nname, unsigned int flags);
+/* Uploads image n from url, which the API fetches: a file not uploaded yet goes up with its
+ * pending attributes; an uploaded image is replaced by the rules of an O_TRUNC write (old
+ * bytes kept locally, uploaded again when the new upload fails). Afterwards the size is
+ * unknown until the next open. 0, -EBUSY (being written), or the upload's -errno (logged).
+ * n must be pinned by the caller (a request on its inode). */
+int fs_img_upload_url(struct fs_ctx *fs, struct fs_node *n, const char *url);
+/* The attributes that go with an upload: user metadata (without the stamp), creator,
+ * filename, requireSignedURLs and the mtime (has_mtime/mtime_ns). The size of the stamp is
+ * that of the uploaded bytes (see fs_upload_stamped). */
 struct fs_attrs {
 	char *meta, *creator, *filename;
 	int rsu;
+	int has_mtime;
+	int64_t mtime_ns;
 };
 void fs_attrs_release(struct fs_attrs *a);
+/* Frees a staging state (its fds and staged file); no reference may remain. */
+void fs_wstate_free(struct fs_wstate *w);
+/* Drops a scratch node's own reference on its staged bytes. Returns the state when that was
+ * the last reference (the caller frees it with fs_wstate_free, without fs->lock), else NULL
+ * (open handles free it at their last release). */
+struct fs_wstate *fs_scratch_detach_locked(struct fs_node *n);
 int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a);
+
+/* ---- fs_times.c: mtimes and the stamp ---------------------------------------- */
+/* The metadata object to send for an upload or edit: user (compact JSON, NULL = none) plus
+ * the stamp of (mtime, size) unless stamp=off. size < 0 = unknown. *out malloc'd ("{}" when
+ * empty); *stamped = 1 when the stamp is in it. With no room for the stamp (metadata set
+ * elsewhere near 1024 bytes) the stamp is left out (one log line naming path). 0 or -errno. */
+int fs_stamp_meta(struct fs_ctx *fs, const char *user, int has_mtime, int64_t mtime_ns,
+		  int64_t size, const char *path, char **out, int *stamped);
+/* Applies the stamp in an API answer's metadata to n (mtime, size) and returns the user's
+ * part (malloc'd, NULL = none) in *user. A mtime set here and not stored yet wins. */
+int fs_stamp_apply_locked(struct fs_node *n, const struct api_image *img, char **user);
+/* utimensat on an image: local while the file is local or being written (it goes with the
+ * upload), else one PATCH. mtime NULL = leave it. 0 or -errno. */
+int fs_img_set_mtime(struct fs_ctx *fs, struct fs_node *n, const struct timespec *mtime);
+/* Stores a mtime set while an image was open for writing that no upload carried (opened with
+ * O_TRUNC, closed unchanged): one PATCH. Best effort (logs failures). */
+void fs_times_flush(struct fs_ctx *fs, struct fs_node *n);
+
+/* ---- fs_local.c: sizes and mtimes this host learned, in <cache_dir>/attrs ------- */
+/* Loads the record (fs->local); -errno (logged) leaves fs->local NULL. Call once. */
+int fs_local_open(struct fs_ctx *fs);
+void fs_local_close(struct fs_ctx *fs);
+/* Records facts about (id, version): size (< 0 = unknown), mtime (has_mtime). */
+void fs_local_put(struct fs_ctx *fs, const char *id, int64_t version, int64_t size, int has_mtime,
+		  int64_t mtime_ns);
+/* Gives n the size and mtime recorded for (id, version) that it does not have yet. */
+void fs_local_apply_locked(struct fs_ctx *fs, struct fs_node *n, const char *id, int64_t version);
+
+/* ---- fs_scratch.c: local scratch files ("." names in images/) ------------------- */
+/* A new name that makes a scratch file: begins with '.' (not "." or ".."). */
+int fs_is_scratch_name(const char *name);
+/* n is a local scratch file (never uploaded under its name). */
+int fs_node_is_scratch_locked(const struct fs_node *n);
+/* Drops every scratch file still in the table (at unmount), one log line each. */
+void fs_scratch_drop_all(struct fs_ctx *fs);
 
 /* ---- fs_xattr.c ---------------------------------------------------------------- */
 void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
@@ -350,6 +417,15 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		    size_t size, int flags);
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* ---- fs_url.c: user.url (upload from a URL) ------------------------------------- */
+#define FS_XATTR_URL "user.url"
+#define FS_MAX_URL_BYTES 4096 /* cap of a user.url value */
+/* The setxattr operation for the name user.url: on an image, checks the URL (http:// or
+ * https:// only, else EINVAL without a request; over FS_MAX_URL_BYTES E2BIG) and uploads from
+ * it (fs_img_upload_url), replying with the upload's errno; ENOTSUP elsewhere, EROFS on a ro
+ * mount. Every refusal and failure writes one log line naming the path. */
+void fs_url_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *value, size_t size);
 void fs_fmt_rfc3339(int64_t ms, char *buf, size_t len);
 /* malloc'd "name count\n" lines of fs->ops (the FS_XATTR_OPS value); NULL on ENOMEM. */
 char *fs_ops_stats_text(struct fs_ctx *fs);

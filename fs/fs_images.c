@@ -3,8 +3,9 @@
  *
  * Lookup answers from the table while the listing is fresh (no network). A miss while it
  * is stale costs one GET of that id, so images added elsewhere appear without a full
- * listing; before the first listing a lookup runs the listing itself (it also reveals
- * directories, which a GET cannot). Negative answers are cached by the kernel for
+ * listing; before the first listing, and whenever the account fits one listing page, a
+ * lookup runs the listing itself instead (it also reveals directories, which a GET
+ * cannot, and answers the next misses for dir_ttl). Negative answers are cached by the kernel for
  * FS_NEG_TIMEOUT.
  *
  * Reading goes through the blob cache: the first open of a version downloads it once (the
@@ -150,7 +151,10 @@ void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 	if (lookup_table(req, fs, dir, name))
 		return;
 	pthread_mutex_lock(&fs->lock);
-	int never = fs->images.fresh_ms == 0;
+	/* One page of listing costs what one GET of the name costs and answers every other miss
+	 * for dir_ttl: what rsync needs, which probes two missing names per file (the target
+	 * and its temp file). Only larger accounts ask for the single id. */
+	int never = fs->images.fresh_ms == 0 || fs->n_images < FS_LIST_ONE_PAGE;
 	int stale = fs_listing_stale_locked(fs, &fs->images);
 	char *dir_id = stale && !never ? fs_node_id_locked(fs, dir) : NULL;
 	pthread_mutex_unlock(&fs->lock);
@@ -253,6 +257,7 @@ again:
 	}
 	int pending = (n->flags & FS_NF_PENDING) != 0;
 	int64_t version = n->uploaded_ms;
+	int known = (n->flags & FS_NF_SIZE) != 0;
 	*inval = (n->flags & FS_NF_INVAL) != 0;
 	char *id = pending ? NULL : fs_node_id_locked(fs, n);
 	char *path = pending ? NULL : fs_node_path_locked(fs, n);
@@ -264,6 +269,8 @@ again:
 	}
 	if (!pending) {
 		int rc = fs_blob_fd(fs, id, version, path, &fd, &size);
+		if (rc == 0 && !known) /* remembered across remounts and evictions */
+			fs_local_put(fs, id, version, (int64_t)size, 0, 0);
 		free(id);
 		free(path);
 		if (rc == -ENOENT)
@@ -416,7 +423,14 @@ int fs_img_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name)
 		rc = -ENOENT;
 	else if (n->kind != FS_K_IMG)
 		rc = -EISDIR;
-	else if (n->u.img && n->u.img->w)
+	else if (fs_node_is_scratch_locked(n)) { /* local: its bytes go (fs_scratch.c) */
+		struct fs_wstate *w = fs_scratch_detach_locked(n);
+		unlink_done_locked(fs, n, NULL);
+		pthread_mutex_unlock(&fs->lock);
+		if (w)
+			fs_wstate_free(w);
+		return 0;
+	} else if (n->u.img && n->u.img->w)
 		rc = -EBUSY; /* being written: the upload at close would bring it back */
 	else if (n->flags & FS_NF_PENDING)
 		unlink_done_locked(fs, n, NULL), n = NULL;

@@ -266,14 +266,18 @@ void fs_img_set_locked(struct fs_ctx *fs, struct fs_node *n, const struct api_im
 		fs->var_gen = fs->images.gen;
 	}
 	int raw = !var_matches_locked(fs, img);
-	int need = (img->meta_json && strcmp(img->meta_json, "{}") != 0) ||
-		   (img->creator && *img->creator) || raw || own_fn;
-	if (!need && !n->u.img)
+	char *user = NULL; /* the metadata without the stamp (fs_times.c) */
+	if (fs_stamp_apply_locked(n, img, &user) < 0)
 		return;
-	struct fs_img_extra *x = fs_node_extra_locked(n);
-	if (!x)
+	int need = (user && strcmp(user, "{}") != 0) || (img->creator && *img->creator) || raw ||
+		   own_fn;
+	struct fs_img_extra *x = need || n->u.img ? fs_node_extra_locked(n) : NULL;
+	if (!x) {
+		free(user);
 		return;
-	set_str(&x->meta, img->meta_json && strcmp(img->meta_json, "{}") ? img->meta_json : NULL);
+	}
+	set_str(&x->meta, user && strcmp(user, "{}") ? user : NULL);
+	free(user);
 	set_str(&x->creator, img->creator);
 	set_str(&x->filename, own_fn ? img->filename : NULL);
 	free(x->variants_raw);
@@ -339,6 +343,8 @@ struct fs_node *fs_images_apply_locked(struct fs_ctx *fs, const struct api_image
 	if ((n->flags & FS_NF_PENDING) || (n->u.img && n->u.img->w))
 		return n;
 	fs_img_set_locked(fs, n, img);
+	if (!(n->flags & FS_NF_SIZE) || fs->cfg.stamp_off) /* what this host learned */
+		fs_local_apply_locked(fs, n, img->id, img->uploaded_ms);
 	return n;
 }
 

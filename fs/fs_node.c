@@ -444,10 +444,19 @@ void fs_node_attr_locked(struct fs_ctx *fs, const struct fs_node *n, struct stat
 	st->st_blksize = 4096;
 	st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
 	int64_t ms = n->uploaded_ms ? n->uploaded_ms : fs->mount_ms;
-	st->st_mtim.tv_sec = ms / 1000;
-	st->st_mtim.tv_nsec = (ms % 1000) * 1000000;
+	st->st_ctim.tv_sec = ms / 1000;
+	st->st_ctim.tv_nsec = (ms % 1000) * 1000000;
+	st->st_mtim = st->st_ctim;
+	if (n->kind == FS_K_IMG && (n->flags & FS_NF_MTIME)) { /* fs_times.c */
+		int64_t sec = n->mtime_ns / 1000000000, nsec = n->mtime_ns % 1000000000;
+		if (nsec < 0) {
+			nsec += 1000000000;
+			sec--;
+		}
+		st->st_mtim.tv_sec = (time_t)sec;
+		st->st_mtim.tv_nsec = (long)nsec;
+	}
 	st->st_atim = st->st_mtim;
-	st->st_ctim = st->st_mtim;
 }
 
 double fs_node_attr_timeout_locked(struct fs_ctx *fs, const struct fs_node *n)

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct fs_ctx *ctx(fuse_req_t req)
@@ -170,30 +171,38 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOENT);
 }
 
-/* Mode, owner and time changes: no-ops where they cannot be stored, EPERM where they would
- * change an uploaded image. Returns 0 or -errno; never changes anything. */
+/* Mode and owner changes: accepted and ignored on images and directories (modes come from
+ * umask=, owners from uid=/gid=; the API stores neither), so `rsync -a`, `cp -a` and `mv`
+ * exit 0. The root and stats are fixed (EPERM). Times are stored on images (fs_times.c) and
+ * accepted without effect elsewhere. Returns 0 or -errno; never changes anything. */
 static int setattr_check_locked(struct fs_ctx *fs, struct fs_node *n, const struct stat *attr,
 				int to_set)
 {
 	struct stat cur;
 	fs_node_attr_locked(fs, n, &cur);
-	int img = n->kind == FS_K_IMG;
-	int local = img && ((n->flags & FS_NF_PENDING) || (n->u.img && n->u.img->w));
-	int lenient = !img || local; /* directories, variants, keys, files being created */
-	if (n->kind == FS_K_ROOT || n->kind == FS_K_STATS)
-		lenient = 0;
-	if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (cur.st_mode & 07777) &&
-	    !lenient)
+	if (n->kind != FS_K_ROOT && n->kind != FS_K_STATS)
+		return 0;
+	if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (cur.st_mode & 07777))
 		return -EPERM;
-	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != cur.st_uid && !lenient)
+	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != cur.st_uid)
 		return -EPERM;
-	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != cur.st_gid && !lenient)
+	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != cur.st_gid)
 		return -EPERM;
-	if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
-		       FUSE_SET_ATTR_MTIME_NOW)) &&
-	    !lenient)
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		      FUSE_SET_ATTR_MTIME_NOW))
 		return -EPERM;
 	return 0;
+}
+
+/* The mtime a setattr asks for (NULL: none). */
+static const struct timespec *setattr_mtime(const struct stat *attr, int to_set,
+					    struct timespec *now)
+{
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		clock_gettime(CLOCK_REALTIME, now);
+		return now;
+	}
+	return to_set & FUSE_SET_ATTR_MTIME ? &attr->st_mtim : NULL;
 }
 
 static int setattr_size(struct fs_ctx *fs, struct fs_node *n, struct fs_fh *fh, off_t size)
@@ -226,6 +235,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	pthread_mutex_unlock(&fs->lock);
 	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE))
 		rc = setattr_size(fs, n, fh_of(fi), attr->st_size);
+	struct timespec now;
+	if (rc == 0 && n->kind == FS_K_IMG && !fs->cfg.ro)
+		rc = fs_img_set_mtime(fs, n, setattr_mtime(attr, to_set, &now));
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -657,6 +669,16 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+/* user.url is an action, not an attribute (fs_url.c); every other name is fs_xattr.c's. */
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	if (strcmp(name, FS_XATTR_URL) == 0)
+		fs_url_op_setxattr(req, ino, value, size);
+	else
+		fs_op_setxattr(req, ino, name, value, size, flags);
+}
+
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, 0);
@@ -689,7 +711,7 @@ const struct fuse_lowlevel_ops fs_ops = {
     .releasedir = op_releasedir,
     .fsyncdir = op_fsyncdir,
     .statfs = fs_op_statfs,
-    .setxattr = fs_op_setxattr,
+    .setxattr = op_setxattr,
     .getxattr = fs_op_getxattr,
     .listxattr = fs_op_listxattr,
     .removexattr = fs_op_removexattr,

@@ -14,6 +14,10 @@
  * requireSignedURLs; if that upload fails, upload the old bytes again under the same id and
  * return the failure. A rename is upload-under-the-new-id, then delete the old id; when the
  * upload fails the source is untouched.
+ *
+ * An upload from a URL (user.url, fs_url.c) takes the same two paths, new file or replace,
+ * with the URL the API fetches as the source instead of the staged file; a writer handle of
+ * its own marks the node as being written meanwhile.
  */
 #include "fs.h"
 
@@ -22,6 +26,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +54,8 @@ int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a)
 	const struct fs_img_extra *x = n->u.img;
 	memset(a, 0, sizeof(*a));
 	a->rsu = (n->flags & FS_NF_RSU) != 0;
+	a->has_mtime = (n->flags & FS_NF_MTIME) != 0;
+	a->mtime_ns = n->mtime_ns;
 	if (x && x->meta && !(a->meta = strdup(x->meta)))
 		goto nomem;
 	if (x && x->creator && !(a->creator = strdup(x->creator)))
@@ -84,7 +91,7 @@ static struct fs_wstate *wstate_new(struct fs_ctx *fs)
 	return w;
 }
 
-static void wstate_free(struct fs_wstate *w)
+void fs_wstate_free(struct fs_wstate *w)
 {
 	if (w->fd >= 0)
 		close(w->fd);
@@ -137,6 +144,9 @@ static void cache_put_copy(struct fs_ctx *fs, const char *id, int64_t version, i
 		close(fd);
 }
 
+static int scratch_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi,
+			      struct fs_fh **out);
+
 /* ---- opening ------------------------------------------------------------------ */
 
 static char *child_id_locked(struct fs_ctx *fs, struct fs_node *dir, const char *name)
@@ -176,14 +186,14 @@ static int attach_writer(struct fs_ctx *fs, struct fs_node *n, int dirty, struct
 	struct fs_fh *fh = w ? staged_fh(n, w, 1) : NULL;
 	if (!fh) {
 		if (w)
-			wstate_free(w);
+			fs_wstate_free(w);
 		return w ? -ENOMEM : -EIO;
 	}
 	pthread_mutex_lock(&fs->lock);
 	struct fs_img_extra *x = fs_node_extra_locked(n);
 	if (!x || x->w || !(n->flags & FS_NF_LINKED)) {
 		pthread_mutex_unlock(&fs->lock);
-		wstate_free(w);
+		fs_wstate_free(w);
 		free(fh);
 		return x ? (x->w ? -EBUSY : -ENOENT) : -ENOMEM;
 	}
@@ -206,6 +216,10 @@ int fs_img_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_inf
 	pthread_mutex_lock(&fs->lock);
 	int busy = n->u.img && n->u.img->w;
 	int pending = (n->flags & FS_NF_PENDING) != 0;
+	if (n->flags & FS_NF_SCRATCH) {
+		pthread_mutex_unlock(&fs->lock);
+		return scratch_open_write(fs, n, fi, out);
+	}
 	char *path = fs_node_path_locked(fs, n);
 	pthread_mutex_unlock(&fs->lock);
 	int rc = 0;
@@ -264,8 +278,13 @@ static int create_node(struct fs_ctx *fs, struct fs_node *dir, const char *name,
 	pthread_mutex_lock(&fs->lock);
 	if (rc < 0)
 		fs_node_unlink_locked(fs, n);
-	else
+	else {
+		if (fs_is_scratch_name(name)) { /* the node keeps the bytes after close */
+			n->flags |= FS_NF_SCRATCH;
+			n->u.img->w->refs++;
+		}
 		fs_node_entry_locked(fs, n, e);
+	}
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
@@ -290,7 +309,8 @@ void fs_img_create(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 	pthread_mutex_unlock(&fs->lock);
 	if (!id)
 		rc = -ENOMEM;
-	else if (!fs_name_valid(name) || api_custom_id_valid(id) < 0) {
+	else if (!fs_name_valid(name) ||
+		 (!fs_is_scratch_name(name) && api_custom_id_valid(id) < 0)) {
 		fs_log(FS_LOG_ERR,
 		       "cannot create 'images/%s': not a valid image id (ids are at "
 		       "most %d bytes, not UUID-shaped, without control characters)",
@@ -421,21 +441,33 @@ int fs_img_read_staged(struct fs_fh *fh, char *buf, size_t size, off_t off, ssiz
 
 /* ---- uploading ---------------------------------------------------------------- */
 
-static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const struct fs_attrs *a,
-		     const char *filename, const char *path, struct api_image *out)
+/* Every upload goes through here: the bytes of fd, or with url != NULL the image the API
+ * fetches from url, under id with the attributes in a, and the stamp (fs_times.c) with the
+ * mtime in a and the size of the bytes in fd (unknown for a URL: they never pass here). */
+static int upload_fd(struct fs_ctx *fs, const char *id, int fd, const char *url,
+		     const struct fs_attrs *a, const char *filename, const char *path,
+		     struct api_image *out)
 {
 	struct api_err err;
+	struct stat st;
+	char *meta = NULL;
+	int64_t size = !url && fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
+	int rc = fs_stamp_meta(fs, a->meta, a->has_mtime, a->mtime_ns, size, path, &meta, NULL);
+	if (rc < 0)
+		return rc;
 	struct api_upload up = {
 	    .id = id,
-	    .fd = fd,
-	    .filename = filename,
-	    .metadata_json = a->meta,
+	    .fd = url ? -1 : fd,
+	    .filename = url ? NULL : filename,
+	    .url = url,
+	    .metadata_json = strcmp(meta, "{}") ? meta : NULL,
 	    .creator = a->creator,
 	    .require_signed_urls = a->rsu ? 1 : -1,
 	};
-	int rc = api_image_upload(fs->api, &up, out, &err);
+	rc = api_image_upload(fs->api, &up, out, &err);
 	if (rc < 0)
 		fs_log_api("upload", path, rc, &err);
+	free(meta);
 	return rc;
 }
 
@@ -456,7 +488,7 @@ static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, in
 			const struct fs_attrs *old, const char *path)
 {
 	struct api_image img;
-	int rc = upload_fd(fs, id, old_fd, old, old->filename, path, &img);
+	int rc = upload_fd(fs, id, old_fd, NULL, old, old->filename, path, &img);
 	pthread_mutex_lock(&fs->lock);
 	if (rc == 0) {
 		if (n && (n->flags & FS_NF_LINKED))
@@ -475,10 +507,11 @@ static void restore_old(struct fs_ctx *fs, struct fs_node *n, const char *id, in
 	}
 }
 
-/* Delete-then-upload of an uploaded image, restoring it when the upload fails. */
+/* Delete-then-upload of an uploaded image (new bytes from new_fd, or from url), restoring
+ * it when the upload fails. */
 static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, int new_fd,
-			  const struct fs_attrs *old, int64_t old_version, const char *path,
-			  struct api_image *out)
+			  const char *url, const struct fs_attrs *old, int64_t old_version,
+			  const char *path, struct api_image *out)
 {
 	int old_fd;
 	uint64_t old_size;
@@ -492,7 +525,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 		return rc;
 	}
 	struct fs_attrs a = *old;
-	rc = upload_fd(fs, id, new_fd, &a, strrchr(path, '/') + 1, path, out);
+	rc = upload_fd(fs, id, new_fd, url, &a, strrchr(path, '/') + 1, path, out);
 	if (rc < 0 && old_fd >= 0)
 		restore_old(fs, n, id, old_fd, old, path);
 	if (old_fd >= 0)
@@ -500,8 +533,9 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 	return rc;
 }
 
-/* Called with w->lock held. */
-static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
+/* Uploads n: the staged bytes of w, or with url != NULL the image the API fetches from url
+ * (w then only marks n as being written). Called with w->lock held. */
+static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, const char *url)
 {
 	struct fs_attrs a;
 	struct api_image img;
@@ -519,14 +553,14 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 		goto out;
 	}
 	if (pending)
-		rc = upload_fd(fs, id, w->fd, &a, n->name, path, &img);
+		rc = upload_fd(fs, id, w->fd, url, &a, n->name, path, &img);
 	else
-		rc = replace_upload(fs, n, id, w->fd, &a, version, path, &img);
+		rc = replace_upload(fs, n, id, w->fd, url, &a, version, path, &img);
 	if (rc < 0)
 		goto out;
 	if (!pending)
 		cache_remove(fs->cache, id);
-	if (w->path) {
+	if (w->path && !url) {
 		if (cache_adopt(fs->cache, id, img.uploaded_ms, w->path) < 0)
 			fs_log(FS_LOG_DEBUG, "cannot keep '%s' in the cache", path);
 		free(w->path);
@@ -534,13 +568,19 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w)
 	}
 	pthread_mutex_lock(&fs->lock);
 	fs_img_set_locked(fs, n, &img);
-	n->size = w->size;
-	n->flags |= FS_NF_SIZE | FS_NF_INVAL;
+	n->size = url ? 0 : w->size; /* from a URL: unknown until the first open */
+	n->flags = (uint16_t)((n->flags & ~FS_NF_SIZE) | FS_NF_INVAL | (url ? 0 : FS_NF_SIZE));
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
+	if (fs->cfg.stamp_off) /* no stamp: remember size and mtime here (fs_local.c) */
+		fs_local_put(fs, id, img.uploaded_ms, (int64_t)w->size, a.has_mtime, a.mtime_ns);
 	api_image_release(&img);
 	w->uploaded = 1;
-	fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path, (unsigned long long)w->size);
+	if (url)
+		fs_log(FS_LOG_DEBUG, "uploaded '%s' from a URL", path);
+	else
+		fs_log(FS_LOG_DEBUG, "uploaded '%s' (%llu bytes)", path,
+		       (unsigned long long)w->size);
 out:
 	fs_attrs_release(&a);
 	free(id);
@@ -571,17 +611,22 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 	int rc = 0;
 	if (fh->kind != FS_FH_STAGED || !fh->writable)
 		return 0;
+	pthread_mutex_lock(&fs->lock);
+	int scratch = (fh->node->flags & FS_NF_SCRATCH) != 0;
+	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_lock(&w->lock);
 	if (w->err)
 		rc = w->err;
+	else if (scratch)
+		w->dirty = 0; /* local: uploaded only by a rename to a visible name */
 	else if (w->dirty) {
-		rc = upload_w(fs, fh->node, w);
+		rc = upload_w(fs, fh->node, w, NULL);
 		if (rc < 0)
 			w->err = rc;
 		w->dirty = 0;
 	}
 	pthread_mutex_unlock(&w->lock);
-	if (rc < 0)
+	if (rc < 0 && !scratch)
 		drop_failed_new(fs, fh->node);
 	return rc;
 }
@@ -596,6 +641,7 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 		fs_img_flush(fs, fh); /* a dirty handle never flushed: upload_w logs failures */
 	pthread_mutex_lock(&fs->lock);
 	int last = --w->refs == 0;
+	int times = last && !(n->flags & FS_NF_PENDING) && (n->flags & FS_NF_TIMES);
 	if (last) {
 		n->u.img->w = NULL;
 		if (!(n->flags & FS_NF_PENDING) && !w->uploaded) {
@@ -608,8 +654,109 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (last)
-		wstate_free(w);
+		fs_wstate_free(w);
 	fh->w = NULL;
+	if (times) /* a mtime set while open that no upload carried */
+		fs_times_flush(fs, n);
+}
+
+/* ---- scratch files (fs_scratch.c): the staged bytes outlive the handles ------------ */
+
+/* A scratch file is edited in place: any open for writing shares the node's staged state;
+ * O_TRUNC empties it. No request. */
+static int scratch_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi,
+			      struct fs_fh **out)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_wstate *w = n->u.img ? n->u.img->w : NULL;
+	struct fs_fh *fh = w ? staged_fh(n, w, 1) : NULL;
+	if (fh) {
+		w->refs++;
+		n->nopen++;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (!fh)
+		return w ? -ENOMEM : -ENOENT;
+	if (fi->flags & O_TRUNC) {
+		pthread_mutex_lock(&w->lock);
+		if (ftruncate(w->fd, 0) == 0) {
+			w->size = 0;
+			w->err = 0;
+			node_size_set(fs, n, 0);
+		}
+		pthread_mutex_unlock(&w->lock);
+	}
+	*out = fh;
+	return 0;
+}
+
+struct fs_wstate *fs_scratch_detach_locked(struct fs_node *n)
+{
+	struct fs_img_extra *x = n->u.img;
+	struct fs_wstate *w = x ? x->w : NULL;
+	if (!w || !(n->flags & FS_NF_SCRATCH) || --w->refs > 0)
+		return NULL; /* open handles keep it; the last release frees it */
+	x->w = NULL;
+	fs_node_extra_trim_locked(n);
+	return w;
+}
+
+/* An fd on a scratch file's bytes for its upload at rename; w->lock is held until
+ * scratch_src_done so no write changes them meanwhile. 0 or -errno. */
+static int scratch_src_fd(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate **wp, int *fd)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_wstate *w = n->u.img ? n->u.img->w : NULL;
+	if (w)
+		w->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	if (!w)
+		return -ENOENT;
+	pthread_mutex_lock(&w->lock);
+	*fd = w->err ? -1 : dup(w->fd);
+	if (*fd < 0) {
+		int rc = w->err ? w->err : -errno;
+		pthread_mutex_unlock(&w->lock);
+		pthread_mutex_lock(&fs->lock);
+		w->refs--;
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
+	}
+	*wp = w;
+	return 0;
+}
+
+/* After the upload: on success the bytes are the image's (a release no longer reverts the
+ * size), and the node drops its own reference once the rename is committed. */
+static void scratch_src_done(struct fs_ctx *fs, struct fs_wstate *w, int ok)
+{
+	if (ok) {
+		w->uploaded = 1;
+		w->dirty = 0;
+	}
+	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_lock(&fs->lock);
+	w->refs--; /* never the last: the node or a handle holds one */
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The node counts as being written during the upload (a writer handle of its own), so other
+ * writers, renames and unlinks get EBUSY, and the replace path is the one of O_TRUNC. */
+int fs_img_upload_url(struct fs_ctx *fs, struct fs_node *n, const char *url)
+{
+	struct fs_fh *fh;
+	int rc = attach_writer(fs, n, 0, &fh);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fh->w->lock);
+	rc = upload_w(fs, n, fh->w, url);
+	pthread_mutex_unlock(&fh->w->lock);
+	fs_img_release(fs, fh);
+	pthread_mutex_lock(&fs->lock);
+	fs_node_release_open_locked(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	fs_fh_free(fh);
+	return rc;
 }
 
 /* ---- rename ----------------------------------------------------------------------- */
@@ -620,6 +767,7 @@ struct rn_side {
 	struct fs_attrs a;
 	int64_t version;
 	int pending;
+	int scratch; /* src: a scratch file, uploaded from its staged bytes */
 };
 
 static void rn_side_release(struct rn_side *s)
@@ -646,9 +794,13 @@ static int rename_prepare_locked(struct fs_ctx *fs, struct fs_node *odir, const 
 		return -EEXIST;
 	if (d && d->kind == FS_K_DIR)
 		return -EISDIR;
-	if ((s->u.img && s->u.img->w) || s->nopen || (d && ((d->u.img && d->u.img->w) || d->nopen)))
+	int s_scratch = (s->flags & FS_NF_SCRATCH) != 0; /* closed or not: its bytes are local */
+	int d_scratch = d && (d->flags & FS_NF_SCRATCH);
+	if ((!s_scratch && ((s->u.img && s->u.img->w) || s->nopen)) ||
+	    (d && ((!d_scratch && d->u.img && d->u.img->w) || d->nopen)))
 		return -EBUSY;
 	src->n = s;
+	src->scratch = s_scratch;
 	src->pending = (s->flags & FS_NF_PENDING) != 0;
 	src->version = s->uploaded_ms;
 	src->id = fs_node_id_locked(fs, s);
@@ -673,12 +825,18 @@ static int rename_prepare_locked(struct fs_ctx *fs, struct fs_node *odir, const 
 static int rename_commit(struct fs_ctx *fs, struct rn_side *src, struct rn_side *dst,
 			 struct fs_node *ndir, const char *nname, const struct api_image *img)
 {
+	struct fs_wstate *drop[2] = {NULL, NULL};
 	pthread_mutex_lock(&fs->lock);
 	struct fs_node *n = src->n, *odir = n->parent;
 	struct fs_node *d = fs_node_child_locked(fs, ndir, nname);
 	if (d && d != n) {
 		fs_tomb_add_locked(fs, dst->id);
+		drop[0] = fs_scratch_detach_locked(d);
 		fs_node_unlink_locked(fs, d);
+	}
+	if (src->scratch && img) { /* uploaded: an image now, no longer local */
+		drop[1] = fs_scratch_detach_locked(n);
+		n->flags &= ~FS_NF_SCRATCH;
 	}
 	if (!src->pending)
 		fs_tomb_add_locked(fs, src->id);
@@ -694,6 +852,9 @@ static int rename_commit(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	if (!odir->u.first_child && odir->ino != FS_INO_IMAGES)
 		odir->flags |= FS_NF_LOCALDIR;
 	pthread_mutex_unlock(&fs->lock);
+	for (int i = 0; i < 2; i++)
+		if (drop[i])
+			fs_wstate_free(drop[i]);
 	return rc;
 }
 
@@ -703,8 +864,10 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	int sfd, dfd = -1;
 	uint64_t size;
 	char dpath[1100];
+	struct fs_wstate *sw = NULL;
 	snprintf(dpath, sizeof(dpath), "images/%s", dst->id);
-	int rc = fs_blob_fd(fs, src->id, src->version, src->path, &sfd, &size);
+	int rc = src->scratch ? scratch_src_fd(fs, src->n, &sw, &sfd)
+			      : fs_blob_fd(fs, src->id, src->version, src->path, &sfd, &size);
 	if (rc < 0)
 		return rc;
 	if (dst->n && !dst->pending) {
@@ -717,14 +880,18 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 			rc = 0;
 	}
 	if (rc == 0)
-		rc = upload_fd(fs, dst->id, sfd, &src->a, nname, dpath, img);
+		rc = upload_fd(fs, dst->id, sfd, NULL, &src->a, nname, dpath, img);
 	if (rc < 0 && dfd >= 0)
 		restore_old(fs, dst->n, dst->id, dfd, &dst->a, dpath);
 	if (dfd >= 0)
 		close(dfd);
+	if (sw)
+		scratch_src_done(fs, sw, rc == 0);
 	if (rc == 0) {
 		cache_remove(fs->cache, dst->id);
 		cache_put_copy(fs, dst->id, img->uploaded_ms, sfd);
+	}
+	if (rc == 0 && !src->scratch) {
 		int drc = delete_id(fs, src->id, src->path);
 		if (drc == 0)
 			cache_remove(fs->cache, src->id);
@@ -752,12 +919,18 @@ int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, st
 	pthread_mutex_lock(&fs->lock);
 	int rc = rename_prepare_locked(fs, odir, oname, ndir, nname, flags, &src, &dst);
 	pthread_mutex_unlock(&fs->lock);
-	if (rc == 0 && (!fs_name_valid(nname) || api_custom_id_valid(dst.id) < 0)) {
+	if (rc == 0 && (!fs_name_valid(nname) ||
+			(!fs_is_scratch_name(nname) && api_custom_id_valid(dst.id) < 0))) {
 		fs_log(FS_LOG_ERR, "cannot rename '%s' to 'images/%s': not a valid image id",
 		       src.path, dst.id);
 		rc = -EINVAL;
 	}
-	if (rc == 0 && !src.pending)
+	/* A scratch file stays local under another '.' name (unless that is an uploaded image);
+	 * under any other name it is uploaded once, by the replace rules onto an image. */
+	int upload =
+	    rc == 0 && (!src.pending ||
+			(src.scratch && (!fs_is_scratch_name(nname) || (dst.n && !dst.pending))));
+	if (upload)
 		rc = rename_remote(fs, &src, &dst, nname, &img);
 	else if (rc == 0 && dst.n && !dst.pending) {
 		char dpath[1100];
@@ -767,7 +940,7 @@ int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, st
 			cache_remove(fs->cache, dst.id);
 	}
 	if (rc == 0)
-		rc = rename_commit(fs, &src, &dst, ndir, nname, src.pending ? NULL : &img);
+		rc = rename_commit(fs, &src, &dst, ndir, nname, upload ? &img : NULL);
 	api_image_release(&img);
 	rn_side_release(&src);
 	rn_side_release(&dst);

@@ -7,6 +7,7 @@
  *   user.filename          ro  the uploaded filename
  *   user.uploaded          ro  upload time, RFC 3339 UTC with milliseconds
  *   user.variants          ro  delivery URLs, one per line
+ *   user.url               wo  upload from a URL (fs_url.c; never read or listed here)
  *
  * Reads and lists are answered from the table (no network). A set on an uploaded image is
  * one PATCH; on a file not uploaded yet it is stored and sent with the upload. Every name
@@ -25,6 +26,7 @@
 #include <time.h>
 
 #include "api_doc.h"
+#include "api_stamp.h"
 
 enum xa { XA_META, XA_CREATOR, XA_RSU, XA_FILENAME, XA_UPLOADED, XA_VARIANTS, XA_N };
 
@@ -200,18 +202,32 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_buf(req, list, len);
 }
 
+/* The object (compact JSON) has the reserved top-level key of the stamp. */
+static int xa_has_stamp_key(const char *obj)
+{
+	struct api_stamp st;
+	char *user = NULL;
+	int has = api_stamp_split(obj, &st, &user) == 0 && (!user || strcmp(user, obj) != 0) &&
+		  strcmp(obj, "{}") != 0;
+	free(user);
+	return has;
+}
+
 /* Validates a value for a writable attribute; *norm receives what is stored/sent. */
-static int xa_validate(int x, const char *value, size_t size, char **norm)
+static int xa_validate(struct fs_ctx *fs, int x, const char *value, size_t size, char **norm)
 {
 	*norm = NULL;
 	if (x == XA_META) {
+		/* the stamp (fs_times.c) shares the API's 1024 bytes */
+		size_t cap = API_MAX_METADATA_BYTES - (fs->cfg.stamp_off ? 0 : API_STAMP_RESERVE);
 		int rc = api_json_object_normalize(value, size, norm);
 		if (rc < 0)
 			return rc;
-		if (strlen(*norm) > API_MAX_METADATA_BYTES) {
+		if (strlen(*norm) > cap || xa_has_stamp_key(*norm)) {
+			rc = strlen(*norm) > cap ? -E2BIG : -EINVAL; /* the key is reserved */
 			free(*norm);
 			*norm = NULL;
-			return -E2BIG;
+			return rc;
 		}
 		return 0;
 	}
@@ -290,13 +306,19 @@ static int xa_apply(struct fs_ctx *fs, fuse_ino_t ino, int x, char *norm, int fl
 	}
 	char *id = rc == 0 ? fs_node_id_locked(fs, n) : NULL;
 	char *path = rc == 0 ? fs_node_path_locked(fs, n) : NULL;
+	int has_mtime = rc == 0 && (n->flags & FS_NF_MTIME);
+	int64_t mtime_ns = rc == 0 ? n->mtime_ns : 0;
+	int64_t size = rc == 0 && (n->flags & FS_NF_SIZE) ? (int64_t)n->size : -1;
 	pthread_mutex_unlock(&fs->lock);
+	char *meta = NULL;
 	if (rc == 0 && (!id || !path))
 		rc = -ENOMEM;
+	if (rc == 0 && x == XA_META) /* the stamp stays (fs_times.c) */
+		rc = fs_stamp_meta(fs, norm, has_mtime, mtime_ns, size, path, &meta, NULL);
 	if (rc < 0)
 		goto out;
 	if (x == XA_META)
-		p.metadata_json = norm ? norm : "{}";
+		p.metadata_json = meta;
 	else if (x == XA_CREATOR)
 		p.creator = norm ? norm : "";
 	else
@@ -313,6 +335,7 @@ static int xa_apply(struct fs_ctx *fs, fuse_ino_t ino, int x, char *norm, int fl
 	pthread_mutex_unlock(&fs->lock);
 	api_image_release(&img);
 out:
+	free(meta);
 	free(id);
 	free(path);
 	free(norm);
@@ -347,12 +370,17 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 		rc = -EROFS;
 	else if (xa_readonly(x))
 		rc = ro_attr_on_new(fs, ino);
-	else if ((rc = xa_validate(x, value, size, &norm)) == 0)
+	else if ((rc = xa_validate(fs, x, value, size, &norm)) == 0)
 		rc = xa_apply(fs, ino, x, norm, flags);
 	if (rc == -EINVAL || rc == -E2BIG)
 		fs_log(FS_LOG_INFO, "refused %s on inode %llu: %s", name, (unsigned long long)ino,
-		       rc == -E2BIG ? "value too large (limit 1024 bytes)"
-				    : (x == XA_META ? "not a JSON object" : "invalid value"));
+		       rc == -E2BIG ? (x == XA_META && !fs->cfg.stamp_off
+					   ? "value too large (limit 972 bytes: the mtime/size "
+					     "stamp takes 52 of the API's 1024)"
+					   : "value too large (limit 1024 bytes)")
+				    : (x == XA_META ? "not a JSON object without the reserved key "
+						      "'" API_STAMP_KEY "'"
+						    : "invalid value"));
 	fuse_reply_err(req, -rc);
 }
 

@@ -51,6 +51,7 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("umask=%s", umask_str),
     OPT("log_file=%s", log_file),
     OPT("timeout=%d", timeout_s),
+    OPT("stamp=%s", stamp_str),
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
     OPT("sign_key=%s", sign_key),
@@ -127,9 +128,15 @@ static void usage(void)
 	    "  url_ttl=SECONDS    how long a signed URL stays valid (default 86400)\n"
 	    "  delivery_url=URL   where renditions/ are fetched (default " FS_DEFAULT_DELIVERY_URL
 	    ")\n"
+	    "  stamp=on|off       store mtimes and sizes in a reserved key of each image's\n"
+	    "                     metadata (default on); off: they stay in this mount's memory\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
 	    "  -f                 stay in the foreground (log to stderr)\n"
-	    "  -d                 debug log (implies -f)\n");
+	    "  -d                 debug log (implies -f)\n"
+	    "\n"
+	    "Upload from a URL (the API fetches it; http:// and https:// only):\n"
+	    "  setfattr -n user.url -v URL MOUNTPOINT/images/NAME   (after touch for a new NAME)\n"
+	    "  imagesfs import URL MOUNTPOINT/images/NAME\n");
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -483,6 +490,11 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 		return -1;
 	}
 	*rate = 0;
+	if (cfg->stamp_str && strcmp(cfg->stamp_str, "on") && strcmp(cfg->stamp_str, "off")) {
+		fprintf(stderr, "mount.imagesfs: bad stamp '%s' (on or off)\n", cfg->stamp_str);
+		return -1;
+	}
+	cfg->stamp_off = cfg->stamp_str && strcmp(cfg->stamp_str, "off") == 0;
 	if (cfg->rate_limit && parse_rate(cfg->rate_limit, rate, &cfg->rate_burst) < 0) {
 		fprintf(stderr,
 			"mount.imagesfs: bad rate_limit '%s' (want N/SECONDS, e.g. 1200/300, "
@@ -558,7 +570,7 @@ static void config_free(struct fs_config *cfg)
 	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
 		      &cfg->cache_dir, &cfg->cache_size, &cfg->credentials,
 		      &cfg->ca_file,   &cfg->rate_limit, &cfg->umask_str,
-		      &cfg->log_file};
+		      &cfg->log_file,  &cfg->stamp_str};
 	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
 		free(*s[i]);
 		*s[i] = NULL;
@@ -597,6 +609,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 		fs_log(FS_LOG_ERR, "cannot start; unmounting");
 		goto out_unmount;
 	}
+	fs_local_open(fs); /* without it, learned sizes stay in memory (logged) */
 	if (fs_inval_start(fs) < 0)
 		goto out_unmount;
 	fs_log(FS_LOG_INFO, "mounted account %s at %s", fs->cfg.account, fs->cfg.mountpoint);
@@ -607,6 +620,7 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 	fuse_loop_cfg_set_clone_fd(lc, 0);
 	rc = fuse_session_loop_mt(fs->se, lc) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(lc);
+	fs_scratch_drop_all(fs);
 out_unmount:
 	fs_inval_stop(fs);
 	fuse_session_unmount(fs->se);
@@ -671,6 +685,7 @@ int main(int argc, char *argv[])
 	if (ok && fs_table_init(&fs) == 0 && add_fuse_opts(&fs, &args) == 0)
 		rc = run_session(&fs, &args, &creds, rate, cache_bytes);
 out:
+	fs_local_close(&fs);
 	if (fs.cache)
 		cache_close(fs.cache);
 	if (fs.api)

@@ -193,15 +193,12 @@ STEP=url-upload
 mkdir -p "$W/www"
 cp "$W/c.jpg" "$W/www/pic.jpg"
 cp "$W/x.txt" "$W/www/note.txt"
-(cd "$W/www" && exec "$PY" -u -m http.server 0 --bind 127.0.0.1) >"$W/http.out" 2>&1 &
-BG_PIDS+=($!)
-port=
-for _ in $(seq 100); do
-	port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$W/http.out" | head -n 1)
-	[[ -n $port ]] && break
-	sleep 0.05
-done
-[[ -n $port ]] || fail "python http.server did not start"
+# shellcheck source=tests/e2e/origin.sh
+source "$(dirname "${BASH_SOURCE[0]}")/origin.sh"
+origin_start "$W/www" "$W/http.out"
+BG_PIDS+=("$ORIGIN_PID")
+[[ -n $ORIGIN_PORT ]] || fail "python http.server did not start"
+port=$ORIGIN_PORT
 upload -F "url=http://127.0.0.1:$port/pic.jpg" -F id=from-url
 expect_ok
 check "d['result']['filename'] == 'pic.jpg'"

@@ -62,8 +62,10 @@ def close_after_text(p):
 
 XVAL = {"not JSON": (b"{bad", 0), "JSON array": (b"[1,2]", 0),
         "1100 bytes": (b'{"k":"' + b"x" * 1100 + b'"}', 0), "1025 bytes": (b"c" * 1025, 0),
+        "1000 bytes": (b'{"k":"' + b"x" * 992 + b'"}', 0),
+        "reserved key": (b'{"imagesfs":"v1 s=1"}', 0),
         "yes": (b"yes", 0), "XATTR_CREATE": (b"{}", os.XATTR_CREATE),
-        "XATTR_REPLACE": (b"c", os.XATTR_REPLACE)}
+        "XATTR_REPLACE": (b"c", os.XATTR_REPLACE), "ftp://x": (b"ftp://x", 0)}
 
 def op(name, p):
     """Returns a callable performing operation `name` (as written in the table) on p."""
@@ -77,9 +79,6 @@ def op(name, p):
         "write(10 MB + 1)": lambda: write_big(p, 10 * 1024 * 1024 + 1),
         "write(64 KiB + 1)": lambda: write_big(p, 64 * 1024 + 1),
         "close after writing text": lambda: close_after_text(p),
-        "chmod(0600)": lambda: os.chmod(p, 0o600),
-        "chown(uid+1)": lambda: os.chown(p, os.stat(p).st_uid + 1, -1),
-        "utimes": lambda: os.utime(p, (1, 1)),
         "link": lambda: os.link(p, p + ".link"),
         "symlink": lambda: os.symlink("target", p),
         "mknod": lambda: os.mknod(p, 0o644 | stat.S_IFIFO),
