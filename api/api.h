@@ -58,6 +58,16 @@ struct api_config {
 				    * with the default rate */
 	int verbose;               /* libcurl trace to stderr with secrets redacted */
 	const char *user_agent;    /* optional */
+	/* Images batch API (upload, details, edit, delete, list v2, direct upload v2 go to
+	 * batch_url with short-lived batch tokens, outside the global limit). NULL = off. */
+	const char *batch_url;     /* origin, e.g. "https://batch.imagedelivery.net" */
+	int batch_tokens;          /* tokens used at once; 0 = default (API_DEF_BATCH_TOKENS) */
+	double batch_rate;         /* per-token client limit in requests/s; 0 = default (180/s
+				    * with a burst of 20: never over 200 in any second) */
+	/* Receives one-line notices the user should see (the batch API given up, and why).
+	 * Never called with a secret. Nullable; may be called from any thread. */
+	void (*log_fn)(void *arg, const char *line);
+	void *log_arg;
 };
 
 struct api_client;
@@ -233,7 +243,20 @@ struct api_counters {
 	uint64_t requests;   /* HTTP requests sent, including retries */
 	uint64_t retries;
 	uint64_t throttled_ms; /* time spent waiting in the client-side rate limiter */
+	/* Per host, one place: `requests` above is the sum of these two. */
+	uint64_t global_requests; /* HTTP requests sent to the global API (base_url) */
+	uint64_t batch_requests;  /* HTTP requests sent to the batch host */
+	uint64_t batch_throttled_ms; /* time waiting in the per-token limiters */
 };
 void api_counters_get(struct api_client *c, struct api_counters *out);
+
+/* Read-only view of the batch token pool (for status reporting). */
+enum { API_BATCH_OFF, API_BATCH_ON, API_BATCH_FALLBACK };
+struct api_batch_snapshot {
+	int state;               /* API_BATCH_OFF / _ON / _FALLBACK (given up: global API) */
+	unsigned tokens_live;    /* tokens held that have not expired */
+	uint64_t tokens_fetched; /* tokens obtained since the client was created */
+};
+void api_batch_snapshot(struct api_client *c, struct api_batch_snapshot *out);
 
 #endif

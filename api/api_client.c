@@ -91,6 +91,12 @@ static int check_config(const struct api_config *cfg)
 		return -EINVAL;
 	if (cfg->user_agent && !header_safe(cfg->user_agent))
 		return -EINVAL;
+	if (cfg->batch_url && strncmp(cfg->batch_url, "http://", 7) != 0 &&
+	    strncmp(cfg->batch_url, "https://", 8) != 0)
+		return -EINVAL;
+	if (cfg->batch_tokens < 0 || cfg->batch_tokens > API_BATCH_MAX_TOKENS ||
+	    cfg->batch_rate < 0)
+		return -EINVAL;
 	return 0;
 }
 
@@ -147,6 +153,16 @@ static void apply_defaults(struct api_client *c, const struct api_config *cfg)
 	api_bucket_init(&c->bucket, rate, burst, api_now_ns());
 }
 
+/* The batch pool. A caller-chosen rate gets a twentieth of a second's burst (at least 1),
+ * so burst + rate stays within the rate the caller asked for plus 5%. */
+static int batch_setup(struct api_client *c, const struct api_config *cfg)
+{
+	double rate = cfg->batch_rate > 0 ? cfg->batch_rate : API_DEF_BATCH_RATE;
+	double burst = cfg->batch_rate > 0 ? (rate / 20 >= 1 ? rate / 20 : 1) : API_DEF_BATCH_BURST;
+	size_t want = cfg->batch_tokens > 0 ? (size_t)cfg->batch_tokens : API_DEF_BATCH_TOKENS;
+	return api_batch_init(&c->batch, cfg->batch_url, want, rate, burst);
+}
+
 int api_client_new(const struct api_config *cfg, struct api_client **out)
 {
 	int rc = check_config(cfg);
@@ -165,6 +181,10 @@ int api_client_new(const struct api_config *cfg, struct api_client **out)
 	c->user_agent = strdup_or_null(cfg->user_agent ? cfg->user_agent : "imagesfs/0.1", &rc);
 	if (!rc)
 		rc = share_setup(c);
+	c->log_fn = cfg->log_fn;
+	c->log_arg = cfg->log_arg;
+	if (!rc && cfg->batch_url)
+		rc = batch_setup(c, cfg);
 	if (rc) {
 		api_client_free(c);
 		return rc;
@@ -189,6 +209,7 @@ void api_client_free(struct api_client *c)
 		curl_easy_cleanup(c->idle[i]);
 	if (c->share)
 		curl_share_cleanup(c->share);
+	api_batch_release(&c->batch);
 	free(c->images_url);
 	free_secret(c->auth_hdr[0]);
 	free_secret(c->auth_hdr[1]);
@@ -228,7 +249,7 @@ void api_pool_give(struct api_client *c, CURL *h)
 		curl_easy_cleanup(h);
 }
 
-void api_throttle(struct api_client *c)
+int64_t api_throttle(struct api_client *c)
 {
 	pthread_mutex_lock(&c->lock);
 	int64_t wait_ns = api_bucket_take(&c->bucket, api_now_ns());
@@ -237,7 +258,9 @@ void api_throttle(struct api_client *c)
 		long ms = (long)((wait_ns + 999999) / 1000000);
 		atomic_fetch_add(&c->throttled_ms, (uint64_t)ms);
 		api_sleep_ms(ms);
+		return (int64_t)ms * 1000000;
 	}
+	return 0;
 }
 
 void api_counters_get(struct api_client *c, struct api_counters *out)
@@ -245,4 +268,12 @@ void api_counters_get(struct api_client *c, struct api_counters *out)
 	out->requests = atomic_load(&c->n_requests);
 	out->retries = atomic_load(&c->n_retries);
 	out->throttled_ms = atomic_load(&c->throttled_ms);
+	out->batch_requests = atomic_load(&c->n_batch_requests);
+	out->global_requests = out->requests - out->batch_requests;
+	out->batch_throttled_ms = atomic_load(&c->batch_throttled_ms);
+}
+
+void api_batch_snapshot(struct api_client *c, struct api_batch_snapshot *out)
+{
+	api_batch_snapshot_of(&c->batch, api_now_ns(), out);
 }

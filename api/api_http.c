@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define API_HTTP_BLOB_BUFFER (256L * 1024) /* curl's receive/send buffer for blob bodies */
@@ -195,8 +196,8 @@ static struct curl_slist *build_headers(struct api_client *c, struct api_req *r,
 	char ct[160];
 	*rc = 0;
 	if (!r->delivery) { /* credentials never go to a delivery host */
-		l = add_header(l, c->auth_hdr[0], rc);
-		if (c->auth_hdr[1])
+		l = add_header(l, r->auth ? r->auth : c->auth_hdr[0], rc);
+		if (!r->auth && c->auth_hdr[1])
 			l = add_header(l, c->auth_hdr[1], rc);
 	}
 	l = add_header(
@@ -305,6 +306,21 @@ static int reset_sinks(struct api_req *r)
 	return 0;
 }
 
+/* Waits for the limiter of the request's route (the token's, or the global one) before an
+ * attempt; returns the nanoseconds waited. */
+static int64_t throttle(struct api_client *c, struct api_req *r)
+{
+	if (!r->pick)
+		return api_throttle(c);
+	int64_t wait_ns = api_batch_throttle_ns(&c->batch, r->pick, api_now_ns());
+	if (wait_ns <= 0)
+		return 0;
+	long ms = (long)((wait_ns + 999999) / 1000000);
+	atomic_fetch_add(&c->batch_throttled_ms, (uint64_t)ms);
+	api_sleep_ms(ms);
+	return (int64_t)ms * 1000000;
+}
+
 struct attempt {
 	int curl_code;
 	long status;
@@ -320,9 +336,12 @@ static void attempt_once(struct api_client *c, struct api_req *r, struct curl_sl
 	errbuf[0] = '\0';
 	setup_handle(c, r, hdrs, errbuf);
 	if (!r->delivery) { /* delivery is not an API call: outside the API budget */
-		api_throttle(c);
+		r->throttled_ns += throttle(c, r);
 		atomic_fetch_add(&c->n_requests, 1);
 	}
+	if (r->pick)
+		atomic_fetch_add(&c->n_batch_requests, 1);
+	r->host_batch = r->pick != NULL;
 	r->attempts++;
 	a->curl_code = (int)curl_easy_perform(r->h);
 	a->status = 0;
@@ -409,7 +428,9 @@ static int want_retry(struct api_client *c, struct api_req *r, const struct atte
 		return 0; /* partial blob in an fd that cannot be rewound */
 	if (r->attempts >= c->max_attempts || !api_retry_should(r->idem, a->curl_code, a->status))
 		return 0;
-	long elapsed_ms = (long)((api_now_ns() - start_ns) / 1000000);
+	/* Time queued in a limiter is not time the server took: it does not use up the budget
+	 * (under a busy limiter a call would otherwise give up before its first retry). */
+	long elapsed_ms = (long)((api_now_ns() - start_ns - r->throttled_ns) / 1000000);
 	long d = api_retry_delay_ms(r->attempts, a->retry_after_ms, api_retry_rand());
 	if (elapsed_ms + d > c->retry_budget_ms)
 		return 0;
@@ -455,13 +476,10 @@ static int run_attempts(struct api_client *c, struct api_req *r, struct curl_sli
 	return rc;
 }
 
-int api_http_do(struct api_client *c, struct api_req *r, struct api_err *err)
+/* One route: r->url with r->auth (NULL = the client's credentials). */
+static int http_do_route(struct api_client *c, struct api_req *r, struct api_err *err)
 {
 	int rc;
-	if (r->sink_fd < 0)
-		r->body.max = r->max_json;
-	else
-		r->body.max = API_MAX_JSON_SMALL; /* error envelopes of blob requests */
 	struct curl_slist *hdrs = build_headers(c, r, &rc);
 	if (rc) {
 		curl_slist_free_all(hdrs);
@@ -479,6 +497,179 @@ int api_http_do(struct api_client *c, struct api_req *r, struct api_err *err)
 	api_pool_give(c, r->h);
 	r->h = NULL;
 	curl_slist_free_all(hdrs);
+	return rc;
+}
+
+/* ---- the batch host ------------------------------------------------------------- */
+
+static enum api_batch_fetch fetch_class(int rc, const struct api_err *err)
+{
+	long s = err->http_status;
+	if (rc == 0 || s == 400 || s == 401 || s == 403 || s == 404 || s == 405)
+		return API_BATCH_FETCH_PERMANENT;
+	return API_BATCH_FETCH_TRANSIENT;
+}
+
+/* {"token":..,"expiresAt":..} into token (cap tlen) and the lifetime left. */
+static int parse_batch_token(struct json_object *result, char *token, size_t tlen,
+			     int64_t *lifetime_ms)
+{
+	struct json_object *t, *x;
+	int64_t exp_ms;
+	struct timespec ts;
+	if (!json_object_is_type(result, json_type_object) ||
+	    !json_object_object_get_ex(result, "token", &t) ||
+	    !json_object_is_type(t, json_type_string) ||
+	    !json_object_object_get_ex(result, "expiresAt", &x) ||
+	    !json_object_is_type(x, json_type_string) ||
+	    api_parse_rfc3339(json_object_get_string(x), &exp_ms) != 0)
+		return -EINVAL;
+	const char *s = json_object_get_string(t);
+	size_t n = strlen(s);
+	if (n == 0 || n >= tlen || strpbrk(s, "\r\n \t"))
+		return -EINVAL;
+	memcpy(token, s, n + 1);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	*lifetime_ms = exp_ms - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	return 0;
+}
+
+/* GET .../images/v1/batch_token on the global API and hands the outcome to the pool. The
+ * token is a secret: it goes into the pool only, never into a message. */
+static void batch_fetch(struct api_client *c)
+{
+	struct api_req r;
+	struct api_err err;
+	struct json_object *root = NULL, *result;
+	char token[API_MAX_TOKEN_LEN + 1] = "", buf[320], line[400];
+	int64_t lifetime_ms = 0;
+	enum api_batch_fetch kind = API_BATCH_FETCH_TRANSIENT;
+	char *url = api_url(c, "/v1/batch_token", NULL, NULL);
+	int rc = -ENOMEM;
+
+	memset(&err, 0, sizeof(err));
+	if (url) {
+		api_req_init(&r, "GET", url, API_IDEMPOTENT);
+		rc = api_http_json(c, &r, &root, &result, &err);
+		if (!rc && parse_batch_token(result, token, sizeof(token), &lifetime_ms) != 0)
+			snprintf(err.message, sizeof(err.message),
+				 "batch_token answer has no token");
+		else if (!rc)
+			kind = API_BATCH_FETCH_OK;
+		if (kind != API_BATCH_FETCH_OK)
+			kind = fetch_class(rc, &err);
+		json_object_put(root);
+		api_req_release(&r);
+		free(url);
+	}
+	rc = api_batch_fetch_done(&c->batch, api_now_ns(), kind, token, lifetime_ms);
+	explicit_bzero(token, sizeof(token));
+	if (rc == 1 && c->log_fn) {
+		snprintf(line, sizeof(line), "batch API unavailable (%s): using the global API",
+			 api_err_str(&err, buf, sizeof(buf)));
+		c->log_fn(c->log_arg, line);
+	}
+}
+
+/* After a failed call on the batch host: 1 if it may be repeated (401/403: the token was
+ * refused before anything was done), -1 if it must go to the global API (the host was not
+ * reached, or does not know the route: 404/7003, a batch_url that is no batch host), 0 if
+ * the failure is the call's own. */
+static int batch_refused(struct api_client *c, const struct api_req *r, const struct api_err *err)
+{
+	char buf[320], line[400];
+	if (r->status == 401 || r->status == 403)
+		return 1;
+	if (!r->outcome_unknown && api_retry_not_sent(err->curl_code)) {
+		api_batch_host_down(&c->batch, api_now_ns());
+		return -1;
+	}
+	if (r->status == 404 && err->cf_code == 7003) {
+		if (api_batch_disable(&c->batch) && c->log_fn) {
+			snprintf(
+			    line, sizeof(line),
+			    "batch host does not serve the batch API (%s): using the global API",
+			    api_err_str(err, buf, sizeof(buf)));
+			c->log_fn(c->log_arg, line);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+/* A covered call: on the batch host with a pooled token; a refused token is dropped and the
+ * call repeated with another one (a fetch if need be); without tokens, the global API.
+ * outcome_unknown and the attempt count carry over between routes, so recovery of a lost
+ * response (api_images.c) sees every attempt. Returns 1 when the global API must be used. */
+static int http_do_batch(struct api_client *c, struct api_req *r, const char *suffix,
+			 struct api_err *err)
+{
+	const char *global_url = r->url;
+	struct api_buf u = {0};
+	int rc = 1, prior = 0;
+
+	if (api_buf_adds(&u, c->batch.images_url) || api_buf_adds(&u, suffix)) {
+		api_buf_release(&u);
+		return 1;
+	}
+	for (int round = 0; round < API_BATCH_ROUNDS && rc == 1; round++) {
+		struct api_bpick p;
+		enum api_batch_act act = api_batch_acquire(&c->batch, api_now_ns(), &p);
+		if (act == API_BATCH_FETCH) {
+			batch_fetch(c);
+			continue;
+		}
+		if (act == API_BATCH_WAIT) {
+			api_batch_wait(&c->batch, API_BATCH_WAIT_MS);
+			continue;
+		}
+		if (act == API_BATCH_GLOBAL)
+			break;
+		r->url = u.data;
+		r->auth = p.hdr;
+		r->pick = &p;
+		rc = http_do_route(c, r, err);
+		int refused = rc != 0 ? batch_refused(c, r, err) : 0;
+		if (api_batch_done(&c->batch, &p, refused == 1) && c->log_fn)
+			c->log_fn(c->log_arg,
+				  "batch host refuses every batch token (HTTP 401/403): "
+				  "using the global API");
+		r->url = global_url;
+		r->auth = NULL;
+		r->pick = NULL;
+		if (refused) {
+			prior += r->attempts;
+			r->attempts = 0;
+			rc = 1;
+		}
+		if (refused < 0)
+			break;
+	}
+	api_buf_release(&u);
+	r->attempts += prior;
+	if (rc != 1)
+		err->attempts = r->attempts;
+	return rc;
+}
+
+int api_http_do(struct api_client *c, struct api_req *r, struct api_err *err)
+{
+	int rc = 1;
+	size_t blen = strlen(c->images_url);
+	if (r->sink_fd < 0)
+		r->body.max = r->max_json;
+	else
+		r->body.max = API_MAX_JSON_SMALL; /* error envelopes of blob requests */
+	if (c->batch.images_url && strncmp(r->url, c->images_url, blen) == 0 &&
+	    api_batch_covered(r->method, r->url + blen))
+		rc = http_do_batch(c, r, r->url + blen, err);
+	if (rc == 1) {
+		int prior = r->attempts;
+		r->attempts = 0;
+		rc = http_do_route(c, r, err);
+		r->attempts += prior;
+		err->attempts = r->attempts;
+	}
 	return rc;
 }
 

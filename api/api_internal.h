@@ -11,6 +11,8 @@
  *   api_client.c    client lifetime, easy-handle pool, CURLSH share, counters
  *   api_http.c      one request = attempts + retries + sinks (JSON buffer or fd)
  *   api_images.c    image endpoints; api_misc.c keys, stats, variants
+ *   api_batch.c     batch API token pool and per-token limiters (no HTTP); api_http.c
+ *                   routes the covered calls through it
  */
 #ifndef IMAGESFS_API_INTERNAL_H
 #define IMAGESFS_API_INTERNAL_H
@@ -199,6 +201,91 @@ void api_bucket_init(struct api_bucket *b, double rate, double burst, int64_t no
 /* Takes one token; returns how long (ns) the caller must wait before sending. */
 int64_t api_bucket_take(struct api_bucket *b, int64_t now_ns);
 
+/* ---- api_batch.c ---------------------------------------------------------------- */
+
+#define API_BATCH_MAX_TOKENS 16
+#define API_DEF_BATCH_TOKENS 2	      /* see README "Performance": 8 writers need 2 */
+#define API_DEF_BATCH_RATE 180.0      /* + burst 20 = at most 200 in any second per token */
+#define API_DEF_BATCH_BURST 20
+#define API_BATCH_MARGIN_MIN_MS 500   /* stop handing a token out this long before expiry.. */
+#define API_BATCH_MARGIN_MAX_MS 60000 /* ..a fifth of its lifetime, within these bounds */
+#define API_BATCH_MIN_LIFETIME_MS 1000
+#define API_BATCH_REFETCH_MS 30000 /* pause after a transient token fetch failure */
+#define API_BATCH_WAIT_MS 15000	   /* longest wait for another thread's token fetch */
+#define API_BATCH_ROUNDS 4	   /* token switches per call before the global API */
+#define API_BATCH_MAX_REFUSED 3	   /* fresh tokens refused in a row: give up */
+
+struct api_btok {
+	char *hdr;	    /* "Authorization: Bearer <token>"; secret; NULL = free slot */
+	int64_t expires_ns; /* monotonic */
+	int64_t renew_ns;   /* monotonic: not handed out from here on */
+	uint64_t gen;	    /* tells a reused slot from the token a request picked */
+	int inflight;
+	int proven; /* a request with it was not refused */
+	struct api_bucket bucket;
+};
+
+struct api_batch {
+	char *images_url; /* batch origin + "/images"; immutable; NULL = batch off */
+	size_t want;	  /* immutable */
+	double rate;	  /* immutable */
+	double burst;	  /* immutable */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;			   /* signalled when a fetch ends */
+	int state;				   /* guarded by lock */
+	int fetching;				   /* guarded by lock */
+	int64_t refetch_ns;			   /* guarded by lock */
+	int64_t down_until_ns;			   /* guarded by lock: host unreachable */
+	int refused_run;			   /* guarded by lock */
+	uint64_t next_gen;			   /* guarded by lock */
+	uint64_t fetched;			   /* guarded by lock */
+	struct api_btok tok[API_BATCH_MAX_TOKENS]; /* guarded by lock */
+};
+
+/* A token picked for one request: a private copy of its header line (secret). */
+struct api_bpick {
+	int slot; /* -1 = none */
+	uint64_t gen;
+	char *hdr;
+};
+
+enum api_batch_act {
+	API_BATCH_USE,	  /* *p holds a token: send on the batch host */
+	API_BATCH_FETCH,  /* fetch a token, report it with api_batch_fetch_done, ask again */
+	API_BATCH_WAIT,	  /* another thread is fetching: api_batch_wait, ask again */
+	API_BATCH_GLOBAL, /* no token to be had now: use the global API */
+};
+enum api_batch_fetch {
+	API_BATCH_FETCH_OK,
+	API_BATCH_FETCH_TRANSIENT, /* network, 429, 5xx: try again later */
+	API_BATCH_FETCH_PERMANENT, /* refused, unknown endpoint, no permission: give up */
+};
+
+/* origin: batch host without a trailing path. want: tokens to keep (1..MAX). */
+int api_batch_init(struct api_batch *b, const char *origin, size_t want, double rate,
+		   double burst);
+void api_batch_release(struct api_batch *b);
+enum api_batch_act api_batch_acquire(struct api_batch *b, int64_t now_ns, struct api_bpick *p);
+/* Waits (at most max_ms) until no fetch is in progress. */
+void api_batch_wait(struct api_batch *b, long max_ms);
+/* Ends a fetch (after API_BATCH_FETCH). token (borrowed) and lifetime_ms for OK. Returns 1
+ * when this call switched the pool to FALLBACK (log it once), 0, or -ENOMEM. */
+int api_batch_fetch_done(struct api_batch *b, int64_t now_ns, enum api_batch_fetch result,
+			 const char *token, int64_t lifetime_ms);
+/* Ends a request made with p; refused = the server rejected the token (it is dropped).
+ * Returns 1 when API_BATCH_MAX_REFUSED tokens in a row were refused before any request
+ * with them got through, and the pool gave up (log it). */
+int api_batch_done(struct api_batch *b, struct api_bpick *p, int refused);
+/* The batch host could not be reached: use the global API for API_BATCH_REFETCH_MS. */
+void api_batch_host_down(struct api_batch *b, int64_t now_ns);
+/* Gives the batch API up for good (FALLBACK); 1 when this call did it (log it once). */
+int api_batch_disable(struct api_batch *b);
+/* Takes one request from p's token bucket: how long to wait before sending (ns). */
+int64_t api_batch_throttle_ns(struct api_batch *b, const struct api_bpick *p, int64_t now_ns);
+void api_batch_snapshot_of(struct api_batch *b, int64_t now_ns, struct api_batch_snapshot *out);
+/* 1 if METHOD on images_url + suffix is a call the batch host serves. */
+int api_batch_covered(const char *method, const char *suffix);
+
 /* ---- api_client.c --------------------------------------------------------------- */
 
 struct api_client {
@@ -220,8 +307,13 @@ struct api_client {
 	CURL *idle[API_POOL_MAX_IDLE]; /* guarded by lock */
 	size_t n_idle;		       /* guarded by lock */
 	struct api_bucket bucket;      /* guarded by lock */
+	struct api_batch batch;	       /* own lock; images_url NULL = batch off */
+	void (*log_fn)(void *arg, const char *line);
+	void *log_arg;
 
 	atomic_uint_fast64_t n_requests;
+	atomic_uint_fast64_t n_batch_requests;
+	atomic_uint_fast64_t batch_throttled_ms;
 	atomic_uint_fast64_t n_retries;
 	atomic_uint_fast64_t throttled_ms;
 };
@@ -230,8 +322,8 @@ struct api_client {
 CURL *api_pool_take(struct api_client *c);
 /* Returns a handle; it keeps its live connection for the next request. */
 void api_pool_give(struct api_client *c, CURL *h);
-/* Waits for the client-side rate limiter. */
-void api_throttle(struct api_client *c);
+/* Waits for the client-side rate limiter; returns the nanoseconds waited. */
+int64_t api_throttle(struct api_client *c);
 
 /* ---- api_http.c ----------------------------------------------------------------- */
 
@@ -255,9 +347,13 @@ struct api_req {
 	char content_type[128]; /* Content-Type of the last response */
 	int attempts;
 	int outcome_unknown; /* an earlier attempt may have been acted on */
+	int host_batch;	     /* the last attempt went to the batch host */
 
 	/* private to api_http.c */
 	CURL *h;
+	const char *auth; /* credential header line for this route; NULL = the client's */
+	struct api_bpick *pick; /* batch token (its limiter) when on the batch host */
+	int64_t throttled_ns;	/* time this call waited in a limiter (not a timeout) */
 	int sink_err;	/* errno set by the body sinks (cap, write failure) */
 	int body_to_fd; /* decided on the first body byte */
 	int body_checked;

@@ -146,6 +146,9 @@ struct fs_config {
 	char *rate_limit;
 	char *umask_str;
 	char *log_file;
+	char *batch;	  /* batch=on|off (NULL = on) */
+	char *batch_url;  /* batch host origin; NULL = derived in main.c */
+	int batch_tokens; /* 0 = the API's default */
 
 	/* delivery (fs_deliver.c, fs_renditions.c) */
 	char *sign_key;	    /* sign_key=: key name, NULL = "default", else the first */

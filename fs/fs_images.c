@@ -159,6 +159,7 @@ void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 	char *dir_id = stale && !never ? fs_node_id_locked(fs, dir) : NULL;
 	pthread_mutex_unlock(&fs->lock);
 	if (!stale || !fs_name_valid(name)) {
+		free(dir_id);
 		reply_negative(req);
 		return;
 	}

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #define FS_DEFAULT_API_URL "https://api.cloudflare.com/client/v4"
+#define FS_DEFAULT_BATCH_URL "https://batch.imagedelivery.net"
 #define FS_CRED_FILE_MAX 8192
 
 enum {
@@ -51,6 +52,9 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("umask=%s", umask_str),
     OPT("log_file=%s", log_file),
     OPT("timeout=%d", timeout_s),
+    OPT("batch=%s", batch),
+    OPT("batch_url=%s", batch_url),
+    OPT("batch_tokens=%d", batch_tokens),
     OPT("stamp=%s", stamp_str),
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
@@ -128,6 +132,12 @@ static void usage(void)
 	    "  url_ttl=SECONDS    how long a signed URL stays valid (default 86400)\n"
 	    "  delivery_url=URL   where renditions/ are fetched (default " FS_DEFAULT_DELIVERY_URL
 	    ")\n"
+	    "  batch=on|off       send uploads, image details, edits, deletes and listings\n"
+	    "                     through the Images batch API, outside the global limit\n"
+	    "                     (default on; falls back to the global API, logged once)\n"
+	    "  batch_url=URL      batch host (default " FS_DEFAULT_BATCH_URL ";\n"
+	    "                     with another api_url: that URL's scheme://host:port)\n"
+	    "  batch_tokens=N     batch tokens used at once, 200 requests/s each (default 2)\n"
 	    "  stamp=on|off       store mtimes and sizes in a reserved key of each image's\n"
 	    "                     metadata (default on); off: they stay in this mount's memory\n"
 	    "  ro, allow_other, uid=N, gid=N, umask=OCTAL, and FUSE options\n"
@@ -451,6 +461,43 @@ static int delivery_check(struct fs_config *cfg)
 	return 0;
 }
 
+/* batch=, batch_url=, batch_tokens=. Without batch_url, Cloudflare's API gets Cloudflare's
+ * batch host and any other api_url (an emulator, a proxy) its own scheme://host:port, where
+ * the emulator serves the batch routes. Leaves cfg->batch_url NULL when batch=off. */
+static int batch_check(struct fs_config *cfg)
+{
+	if (cfg->batch && strcmp(cfg->batch, "on") != 0 && strcmp(cfg->batch, "off") != 0) {
+		fprintf(stderr, "mount.imagesfs: bad batch '%s' (want on or off)\n", cfg->batch);
+		return -1;
+	}
+	if (cfg->batch_tokens < 0 || cfg->batch_tokens > 16) {
+		fprintf(stderr, "mount.imagesfs: bad batch_tokens %d (want 1..16)\n",
+			cfg->batch_tokens);
+		return -1;
+	}
+	if (cfg->batch && strcmp(cfg->batch, "off") == 0) {
+		free(cfg->batch_url);
+		cfg->batch_url = NULL;
+		return 0;
+	}
+	if (cfg->batch_url) {
+		if (strncmp(cfg->batch_url, "http://", 7) && strncmp(cfg->batch_url, "https://", 8)) {
+			fprintf(stderr, "mount.imagesfs: bad batch_url '%s' (want http(s)://...)\n",
+				cfg->batch_url);
+			return -1;
+		}
+		return 0;
+	}
+	const char *u = cfg->api_url, *host = strstr(u, "://");
+	if (strcmp(u, FS_DEFAULT_API_URL) == 0 || !host) {
+		cfg->batch_url = strdup(FS_DEFAULT_BATCH_URL);
+	} else {
+		const char *end = strchr(host + 3, '/');
+		cfg->batch_url = strndup(u, end ? (size_t)(end - u) : strlen(u));
+	}
+	return cfg->batch_url ? 0 : -1;
+}
+
 static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 {
 	struct fs_config *cfg = &fs->cfg;
@@ -506,6 +553,8 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 		const char *env = getenv("CLOUDFLARE_BASE_URL");
 		cfg->api_url = strdup(env && *env ? env : FS_DEFAULT_API_URL);
 	}
+	if (batch_check(cfg) < 0)
+		return -1;
 	fs->uid = cfg->uid >= 0 ? (uid_t)cfg->uid : getuid();
 	fs->gid = cfg->gid >= 0 ? (gid_t)cfg->gid : getgid();
 	fs->ttl = cfg->dir_ttl;
@@ -515,6 +564,13 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 		return -1;
 	}
 	return 0;
+}
+
+/* One-line notices from api/ (the batch API given up, and why). */
+static void api_log_line(void *arg, const char *line)
+{
+	(void)arg;
+	fs_log(FS_LOG_WARN, "%s", line);
 }
 
 static int api_open(struct fs_ctx *fs, const struct fs_creds *c, double rate)
@@ -536,6 +592,9 @@ static int api_open(struct fs_ctx *fs, const struct fs_creds *c, double rate)
 				      : 0,
 	    .verbose = fs->cfg.debug,
 	    .user_agent = "imagesfs/0.1.0",
+	    .batch_url = fs->cfg.batch_url,
+	    .batch_tokens = fs->cfg.batch_tokens,
+	    .log_fn = api_log_line,
 	};
 	return api_client_new(&ac, &fs->api);
 }
@@ -570,7 +629,8 @@ static void config_free(struct fs_config *cfg)
 	char **s[] = {&cfg->account,   &cfg->mountpoint, &cfg->api_url,
 		      &cfg->cache_dir, &cfg->cache_size, &cfg->credentials,
 		      &cfg->ca_file,   &cfg->rate_limit, &cfg->umask_str,
-		      &cfg->log_file,  &cfg->stamp_str};
+		      &cfg->log_file,  &cfg->stamp_str, &cfg->batch,
+		      &cfg->batch_url};
 	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
 		free(*s[i]);
 		*s[i] = NULL;

@@ -3,9 +3,12 @@
 
 usage:
   bench_util.py diff BEFORE.json AFTER.json [OP]
-      Difference of two /__emulator/stats snapshots. With OP ("total" or an op name such as
-      images.list_v2) prints that one number; without, prints "N (op=n, ...)" listing the
-      operations that moved.
+      Difference of two /__emulator/stats snapshots (both hosts: batch host ops are named
+      batch.OP). With OP ("total" or an op name such as images.list_v2) prints that one
+      number; without, prints "N (op=n, ...)" listing the operations that moved.
+  bench_util.py hosts BEFORE.json AFTER.json
+      Requests per host between two snapshots: "GLOBAL BATCH 429S TOKENS" (429s on both
+      hosts; TOKENS = batch_token requests).
   bench_util.py list BASE ACCOUNT TOKENFILE PER_PAGE TIMEOUT_S
       Pages through GET /accounts/ACCOUNT/images/v2 over one keep-alive connection, parsing
       every page as a client would, and prints "SECONDS IMAGES PAGES". The baseline for a
@@ -29,8 +32,10 @@ COLUMNS = ("#", "measure", "imagesfs", "alternative", "ratio", "target", "result
 def load_stats(path):
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
-    ops = doc.get("ops", {})
-    return int(doc.get("total", 0)), {k: int(v) for k, v in ops.items()}
+    ops = dict(doc.get("ops", {}))
+    ops.update(doc.get("batch_ops", {}))  # "batch.images.upload", ...: the batch host
+    total = int(doc.get("total", 0)) + int(doc.get("batch_total", 0))
+    return total, {k: int(v) for k, v in ops.items()}
 
 
 def cmd_diff(args):
@@ -46,6 +51,21 @@ def cmd_diff(args):
         if d:
             moved.append("%s=%d" % (name.replace("images.", ""), d))
     print("%d (%s)" % (t1 - t0, ", ".join(moved) if moved else "none"))
+    return 0
+
+
+def cmd_hosts(args):
+    docs = []
+    for path in args[:2]:
+        with open(path, encoding="utf-8") as f:
+            docs.append(json.load(f))
+    a, b = docs
+
+    def d(key):
+        return int(b.get(key, 0)) - int(a.get(key, 0))
+
+    tok = int(b["ops"].get("images.batch_token", 0)) - int(a["ops"].get("images.batch_token", 0))
+    print(d("total"), d("batch_total"), d("sent_429") + d("sent_429_batch"), tok)
     return 0
 
 
@@ -132,7 +152,7 @@ def cmd_table(args):
     return 0
 
 
-COMMANDS = {"diff": (cmd_diff, 2), "list": (cmd_list, 5), "ids": (cmd_ids, 4),
+COMMANDS = {"diff": (cmd_diff, 2), "hosts": (cmd_hosts, 2), "list": (cmd_list, 5), "ids": (cmd_ids, 4),
             "table": (cmd_table, 3)}
 
 

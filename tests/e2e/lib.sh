@@ -74,8 +74,11 @@ emu_start() {
 }
 
 # mount_fs MOUNTPOINT [-o-options]: mounts in the foreground (background job), waits.
+# Without batch= in the options the mount gets batch=$E2E_BATCH (default off: the request
+# counts of most tests are for the global API; t_fs_batch*.sh test the batch path).
 mount_fs() {
 	local mnt=$1 opts=${2:-}
+	[[ ,$opts, == *,batch=* ]] || opts="batch=${E2E_BATCH:-off}${opts:+,$opts}"
 	mkdir -p "$mnt"
 	local log
 	log="$E2E_T/fs-$(basename "$mnt").log"
@@ -96,6 +99,9 @@ mount_fs() {
 # umount_fs MOUNTPOINT: unmounts and checks that the daemon exited 0 (no leaks, no crash).
 umount_fs() {
 	local mnt=$1 pid=${FS_PID[$1]} i rc
+	if [[ ${E2E_BATCH:-off} == on && -n $EMU_PID ]]; then # the batch path was really taken
+		(($(emu_stat batch_tokens_live) >= 1)) || fail "E2E_BATCH=on but no batch token was used"
+	fi
 	fusermount3 -u "$mnt" 2>/dev/null
 	for ((i = 0; i < 100; i++)); do
 		mountpoint -q "$mnt" || break
@@ -118,10 +124,21 @@ umount_fs() {
 
 # Admin endpoint helpers.
 emu_stats_reset() { curl -fsS -X POST "$EMU_ADMIN/stats/reset" >/dev/null || fail "stats reset"; }
-# emu_op NAME: count of one API operation (e.g. images.blob) since the last reset.
+# emu_op NAME: count of one API operation (e.g. images.blob) since the last reset, on the
+# global API and the batch host together (batch.NAME); emu_op_global / emu_op_batch: one host.
 emu_op() {
+	curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys
+d = json.load(sys.stdin); n = sys.argv[1]; b = d.get("batch_ops", {})
+print(b.get(n, 0) if n.startswith("batch.") else d["ops"].get(n, 0) + b.get("batch." + n, 0))' "$1"
+}
+emu_op_global() {
 	curl -fsS "$EMU_ADMIN/stats" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"].get(sys.argv[1], 0))' "$1"
+}
+emu_op_batch() { emu_op "batch.$1"; }
+# emu_stat FIELD: a top-level number of /__emulator/stats (total, batch_total, sent_429, ...).
+emu_stat() {
+	curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 emu_total() {
 	curl -fsS "$EMU_ADMIN/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])'
@@ -187,4 +204,45 @@ EOF
 make_gif() {
 	python3 -c 'import base64,sys; open(sys.argv[1],"wb").write(base64.b64decode(
 	    "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="))' "$1"
+}
+
+# make_pngs DIR COUNT [PREFIX]: COUNT small distinct PNGs (DIR/PREFIXn.png) in one python run.
+make_pngs() {
+	python3 - "$1" "$2" "${3:-p}" <<'EOF2'
+import os, struct, sys, zlib
+d, n, pre = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def chunk(t, b):
+    return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xffffffff)
+os.makedirs(d, exist_ok=True)
+for i in range(n):
+    raw = b"".join(b"\x00" + bytes(((x * 7 + y * 13 + i * 31 + (i >> 8)) & 255) for x in range(12))
+                   for y in range(4))
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+            + chunk(b"tEXt", b"n\x00%d" % i) + chunk(b"IDAT", zlib.compress(raw, 0))
+            + chunk(b"IEND", b""))
+    open(os.path.join(d, "%s%d.png" % (pre, i)), "wb").write(data)
+EOF2
+}
+
+# emu_verify_blobs DIR [ID-PREFIX]: every DIR/NAME is stored as image ID-PREFIX+NAME with the
+# same bytes, read from the emulator's global API (one keep-alive connection, no mount).
+emu_verify_blobs() {
+	python3 - "$1" "${2:-}" "$EMU_URL/accounts/$ACCOUNT/images" "$IMAGESFS_EMULATOR_TOKEN" <<'EOF2' ||
+import http.client, os, sys, urllib.parse
+d, pre, base, tok = sys.argv[1:5]
+u = urllib.parse.urlsplit(base)
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+bad = []
+for name in sorted(os.listdir(d)):
+    c.request("GET", u.path + "/v1/" + urllib.parse.quote(pre + name, safe="") + "/blob",
+              headers={"Authorization": "Bearer " + tok})
+    r = c.getresponse()
+    body = r.read()
+    if r.status != 200 or body != open(os.path.join(d, name), "rb").read():
+        bad.append("%s: HTTP %d, %d bytes" % (name, r.status, len(body)))
+if bad:
+    print("%d images differ, e.g. %s" % (len(bad), bad[:3]))
+    sys.exit(1)
+EOF2
+		fail "stored images differ from $1"
 }

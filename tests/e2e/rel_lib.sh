@@ -29,6 +29,7 @@ rel_mount() {
 	mkdir -p "$mnt"
 	log="$E2E_T/fs-$(basename "$mnt").log"
 	[[ $opts == *cache_dir=* ]] || opts="cache_dir=$E2E_T/cache${opts:+,$opts}"
+	[[ ,$opts, == *,batch=* ]] || opts="batch=${E2E_BATCH:-off},$opts" # as mount_fs (lib.sh)
 	CLOUDFLARE_API_TOKEN=$IMAGESFS_EMULATOR_TOKEN "$IMAGESFS_BIN/mount.imagesfs" "$ACCOUNT" \
 		"$mnt" -f -o "api_url=$url,$opts" >"$log" 2>&1 &
 	FS_PID[$mnt]=$!

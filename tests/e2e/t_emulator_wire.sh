@@ -370,7 +370,7 @@ api GET v1/keys
 api GET v1/no/such/route/here
 req GET "$HOSTURL/__emulator/stats"
 expect 200
-check "set(d['ops']) == {'images.list_v1','images.list_v2','images.upload','images.get','images.edit','images.delete','images.blob','keys.list','keys.put','keys.delete','stats.get','variants.list','variants.get','variants.create','variants.edit','variants.delete','images.direct_upload','images.direct_upload_file','other'}" \
+check "set(d['ops']) == {'images.list_v1','images.list_v2','images.upload','images.get','images.edit','images.delete','images.blob','keys.list','keys.put','keys.delete','stats.get','variants.list','variants.get','variants.create','variants.edit','variants.delete','images.direct_upload','images.direct_upload_file','images.batch_token','other'}" \
 	"d['ops']['images.get'] == 3 and d['ops']['keys.list'] == 1 and d['ops']['other'] == 1" \
 	"d['total'] == 5 and sum(d['ops'].values()) == 5"
 

@@ -165,7 +165,7 @@ log "70% phase: $hok uploads succeeded, $hfailed failed cleanly"
 python3 - "$E2E_T/ops.json" "$N" <<'EOF' || fail "faults did not fire enough to test anything"
 import json, sys
 d, n = json.load(open(sys.argv[1])), int(sys.argv[2])
-ups = d["ops"]["images.upload"]
+ups = d["ops"]["images.upload"] + d.get("batch_ops", {}).get("batch.images.upload", 0)
 print(f"--- {ups} upload requests for {n} uploads ({ups - n} repeated)")
 sys.exit(0 if ups >= n + 5 else 1)
 EOF

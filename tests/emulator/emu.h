@@ -110,6 +110,7 @@ enum emu_op {
 	EMU_OP_VARIANTS_DELETE,
 	EMU_OP_DIRECT_UPLOAD,
 	EMU_OP_DIRECT_FILE,
+	EMU_OP_BATCH_TOKEN,
 	EMU_OP_OTHER,
 	EMU_OP_COUNT
 };
@@ -163,6 +164,7 @@ struct emu_req {
 	bool is_api;
 	bool is_admin;
 	bool is_upload;	  /* /upload/<hash>/<id>: a direct upload URL (no auth) */
+	bool is_batch;	  /* /images/v1|v2...: the batch API (batch-token auth, own limit) */
 	bool is_delivery; /* <delivery path>/<hash>/<id>/<variant> (emu_deliver.c) */
 	bool v2;	  /* the path is under images/v2 */
 	enum emu_op op;
@@ -520,6 +522,45 @@ void emu_delay_stop(struct emu_delay *d);
 /* Frees the queue; only after the HTTP daemon has stopped. */
 void emu_delay_release(struct emu_delay *d);
 
+struct emu;
+
+/* ---- batch API (emu_batch.c) ---- */
+#define EMU_BATCH_MAX_TOKENS 256u
+#define EMU_BATCH_TOKEN_LEN 64u
+#define EMU_BATCH_DEFAULT_TTL_S 3600L /* unconfirmed: the real lifetime is not documented */
+#define EMU_BATCH_DEFAULT_RATE 200L   /* requests per second per token, as documented */
+
+struct emu_btoken {
+	char value[EMU_BATCH_TOKEN_LEN]; /* "" = free slot; secret */
+	int64_t expires_mono;		 /* monotonic ms */
+	int64_t win_start;		 /* start of the current one-second window, 0 = none */
+	long win_used;			 /* requests charged in that window */
+};
+
+enum emu_batch_auth { EMU_BATCH_OK, EMU_BATCH_UNKNOWN, EMU_BATCH_EXPIRED, EMU_BATCH_LIMITED };
+
+struct emu_batch {
+	pthread_mutex_t lock;
+	struct emu_btoken toks[EMU_BATCH_MAX_TOKENS]; /* guarded by lock */
+	unsigned long issued;			      /* guarded by lock */
+	long ttl_s;				      /* set before the server starts */
+	long rate;				      /* 0 = unlimited; set before start */
+	bool refuse; /* batch_token answers 403 (--refuse-batch-tokens) */
+	atomic_ulong ops[EMU_OP_COUNT];
+	atomic_ulong refused; /* batch requests refused 401 (unknown or expired token) */
+};
+
+int emu_batch_init(struct emu_batch *b);
+void emu_batch_release(struct emu_batch *b);
+/* True when the request's batch token is refused (401) or over its rate (429): reply set. */
+bool emu_batch_check(struct emu *e, struct emu_req *rq);
+/* Whether the batch host serves rq->op. */
+bool emu_batch_op_covered(const struct emu_req *rq);
+/* Live (unexpired) tokens. */
+size_t emu_batch_live(struct emu_batch *b);
+/* Test hook: every live token expires now; returns how many were live. */
+size_t emu_batch_expire_all(struct emu_batch *b);
+
 /* ---- delivery (emu_deliver.c) and rendering (emu_render.c) ---- */
 #define EMU_DELIVERY_PATH "/cdn" /* served path of the default delivery base */
 #define EMU_DELIVERY_LOG 256	 /* delivery requests kept for /__emulator/delivery */
@@ -592,6 +633,9 @@ struct emu {
 	struct emu_delay delay;
 	struct emu_delivery delivery;
 	atomic_ulong ops[EMU_OP_COUNT];
+	struct emu_batch batch;
+	atomic_ulong sent_429;	     /* 429 responses on the global API */
+	atomic_ulong sent_429_batch; /* 429 responses on the batch host */
 	atomic_bool stopping;
 	struct MHD_Daemon *daemon;
 };
@@ -619,6 +663,7 @@ void emu_h_variants_edit(struct emu *e, struct emu_req *rq);
 void emu_h_variants_delete(struct emu *e, struct emu_req *rq);
 void emu_h_direct_upload(struct emu *e, struct emu_req *rq);
 void emu_h_direct_file(struct emu *e, struct emu_req *rq);
+void emu_h_batch_token(struct emu *e, struct emu_req *rq);
 /* GET <delivery path>/<hash>/<id>/<variant> (emu_deliver.c): renders; never rate limited. */
 void emu_h_delivery(struct emu *e, struct emu_req *rq);
 /* variants[] snapshot whose prefix is "<delivery base>/<hash>/" for this request: the

@@ -2,11 +2,16 @@
  * emu_admin.c - /__emulator/ endpoints (no auth, plain JSON, never counted in the op stats):
  *
  *   GET    /__emulator/health        {"ok":true,"images":N}
- *   GET    /__emulator/stats         {"total":N,"ops":{"images.list_v1":N,...,"other":N}
- *                                    ,"delivery":{"requests":N,"ok":N,"denied":N,"not_found":N}}
- *   POST   /__emulator/stats/reset   {"ok":true} (ops and delivery counters)
+ *   GET    /__emulator/stats         {"total":N,"ops":{"images.list_v1":N,...,"other":N},
+ *                                     "batch_ops":{"batch.images.upload":N,...},
+ *                                     "batch_total":N,"batch_refused":N,"sent_429":N,
+ *                                     "sent_429_batch":N,"batch_tokens_live":N,
+ *                                     "delivery":{"requests":N,"ok":N,"denied":N,"not_found":N}}
+ *                                     (total: global API; batch_*: the batch host)
+ *   POST   /__emulator/stats/reset   {"ok":true} (every counter, delivery included)
  *   GET    /__emulator/delivery      {"requests":[{"uri":..,"status":N,"credentials":B},...]}: the
  *                                    last 256 delivery requests, oldest first
+ *   POST   /__emulator/batch_tokens/expire  {"expired":N}: every live batch token expires now
  *   POST   /__emulator/seed          {"count":N,"prefix":"seed-","size":100,"start":0}
  *                                    -> {"created":N,"first":"seed-000000","last":"..."}
  *   GET    /__emulator/faults        {"rules":[...],"rate_limit":{limit,window,used}}
@@ -60,11 +65,19 @@ static struct json_object *admin_json(struct emu_req *rq)
 	return o;
 }
 
+/* The operations the batch host serves (and "other" for its unknown paths). */
+static bool batch_op_listed(int op)
+{
+	return op == EMU_OP_UPLOAD || op == EMU_OP_GET || op == EMU_OP_EDIT ||
+	       op == EMU_OP_DELETE || op == EMU_OP_LIST_V2 || op == EMU_OP_DIRECT_UPLOAD ||
+	       op == EMU_OP_OTHER;
+}
+
 static void h_stats(struct emu *e, struct emu_req *rq)
 {
 	struct emu_buf b;
-	unsigned long total = 0, v;
-	int i;
+	unsigned long total = 0, batch = 0, v;
+	int i, batch_n = 0;
 
 	emu_buf_init(&b, 0);
 	emu_buf_puts(&b, "{\"ops\":{");
@@ -73,7 +86,21 @@ static void h_stats(struct emu *e, struct emu_req *rq)
 		total += v;
 		emu_buf_printf(&b, "%s\"%s\":%lu", i ? "," : "", emu_op_names[i], v);
 	}
-	emu_buf_printf(&b, "},\"total\":%lu", total);
+	emu_buf_printf(&b, "},\"total\":%lu,\"batch_ops\":{", total);
+	for (i = 0; i < EMU_OP_COUNT; i++) {
+		if (!batch_op_listed(i))
+			continue;
+		v = atomic_load_explicit(&e->batch.ops[i], memory_order_relaxed);
+		batch += v;
+		emu_buf_printf(&b, "%s\"batch.%s\":%lu", batch_n++ ? "," : "", emu_op_names[i], v);
+	}
+	emu_buf_printf(&b,
+		       "},\"batch_total\":%lu,\"batch_refused\":%lu,\"sent_429\":%lu,"
+		       "\"sent_429_batch\":%lu,\"batch_tokens_live\":%zu",
+		       batch, atomic_load_explicit(&e->batch.refused, memory_order_relaxed),
+		       atomic_load_explicit(&e->sent_429, memory_order_relaxed),
+		       atomic_load_explicit(&e->sent_429_batch, memory_order_relaxed),
+		       emu_batch_live(&e->batch));
 	emu_delivery_stats_json(&e->delivery, &b);
 	emu_buf_puts(&b, "}");
 	emu_reply_json_buf(rq, 200, &b);
@@ -83,8 +110,13 @@ static void h_stats_reset(struct emu *e, struct emu_req *rq)
 {
 	int i;
 
-	for (i = 0; i < EMU_OP_COUNT; i++)
+	for (i = 0; i < EMU_OP_COUNT; i++) {
 		atomic_store_explicit(&e->ops[i], 0, memory_order_relaxed);
+		atomic_store_explicit(&e->batch.ops[i], 0, memory_order_relaxed);
+	}
+	atomic_store_explicit(&e->sent_429, 0, memory_order_relaxed);
+	atomic_store_explicit(&e->sent_429_batch, 0, memory_order_relaxed);
+	atomic_store_explicit(&e->batch.refused, 0, memory_order_relaxed);
 	emu_delivery_stats_reset(&e->delivery);
 	admin_ok(rq);
 }
@@ -422,6 +454,10 @@ void emu_h_admin(struct emu *e, struct emu_req *rq)
 	} else if (!strcmp(p, "drafts/expire") && post) {
 		emu_buf_init(&b, 0);
 		emu_buf_printf(&b, "{\"expired\":%zu}", emu_store_expire_drafts(&e->store));
+		emu_reply_json_buf(rq, 200, &b);
+	} else if (!strcmp(p, "batch_tokens/expire") && post) {
+		emu_buf_init(&b, 0);
+		emu_buf_printf(&b, "{\"expired\":%zu}", emu_batch_expire_all(&e->batch));
 		emu_reply_json_buf(rq, 200, &b);
 	} else if (!strcmp(p, "health") || !strcmp(p, "stats") || !strcmp(p, "stats/reset") ||
 		   !strcmp(p, "seed") || !strcmp(p, "faults") || !strcmp(p, "ratelimit") ||

@@ -45,6 +45,7 @@ const char *const emu_op_names[EMU_OP_COUNT] = {
     "variants.delete",
     "images.direct_upload",
     "images.direct_upload_file",
+    "images.batch_token",
     "other",
 };
 
@@ -69,6 +70,7 @@ static const emu_handler_fn handlers[EMU_OP_COUNT] = {
     [EMU_OP_VARIANTS_DELETE] = emu_h_variants_delete,
     [EMU_OP_DIRECT_UPLOAD] = emu_h_direct_upload,
     [EMU_OP_DIRECT_FILE] = emu_h_direct_file,
+    [EMU_OP_BATCH_TOKEN] = emu_h_batch_token,
 };
 
 int emu_op_from_name(const char *name)
@@ -255,7 +257,8 @@ struct emu_route {
 };
 
 /* Segments after images/v1 or images/v2; the first matching row wins. The op-less rows make
- * keys/stats/variants/direct_upload reserved words (no image op on an id spelled like them). */
+ * keys/stats/variants/direct_upload/batch_token/config reserved words (no image op on an id
+ * spelled like them: the real API owns those routes). */
 static const struct emu_route routes[] = {
     {true, 0, NULL, NULL, "GET", EMU_OP_LIST_V2},
     {true, 1, "direct_upload", NULL, "POST", EMU_OP_DIRECT_UPLOAD},
@@ -270,6 +273,9 @@ static const struct emu_route routes[] = {
     {false, 1, "keys", NULL, NULL, EMU_OP_OTHER},
     {false, 1, "stats", NULL, NULL, EMU_OP_OTHER},
     {false, 1, "variants", NULL, NULL, EMU_OP_OTHER},
+    {false, 1, "batch_token", NULL, "GET", EMU_OP_BATCH_TOKEN},
+    {false, 1, "batch_token", NULL, NULL, EMU_OP_OTHER},
+    {false, 1, "config", NULL, NULL, EMU_OP_OTHER},
     {false, 1, NULL, NULL, "GET", EMU_OP_GET},
     {false, 1, NULL, NULL, "PATCH", EMU_OP_EDIT},
     {false, 1, NULL, NULL, "DELETE", EMU_OP_DELETE},
@@ -304,15 +310,12 @@ static enum emu_op route(const struct emu_req *rq, bool v2)
 	return EMU_OP_OTHER;
 }
 
-/* Splits the raw path (after "/client/v4/") into decoded segments and routes it. */
-static void classify_api(struct emu_req *rq, const char *rest)
+/* Splits a raw path into at most n raw segments (the last one keeps any further '/'). */
+static size_t split_raw(const char *rest, const char **raw, size_t *rawlen, size_t n)
 {
-	const char *raw[EMU_MAX_SEGMENTS + 4];
-	size_t rawlen[EMU_MAX_SEGMENTS + 4], nraw = 0, i;
-	bool v2;
+	size_t nraw = 0;
 
-	rq->op = EMU_OP_OTHER;
-	while (nraw < EMU_MAX_SEGMENTS + 4) {
+	while (nraw < n) {
 		const char *sl = strchr(rest, '/');
 
 		raw[nraw] = rest;
@@ -322,16 +325,21 @@ static void classify_api(struct emu_req *rq, const char *rest)
 			break;
 		rest = sl + 1;
 	}
-	if (nraw < 4 || strchr(rest, '/') || rawlen[0] != 8 || memcmp(raw[0], "accounts", 8) ||
-	    rawlen[2] != 6 || memcmp(raw[2], "images", 6) || rawlen[3] != 2 ||
-	    (memcmp(raw[3], "v1", 2) && memcmp(raw[3], "v2", 2)))
-		return;
-	v2 = raw[3][1] == '2';
-	rq->v2 = v2;
-	rq->account = emu_pct_decode(raw[1], rawlen[1], false, NULL);
-	if (!rq->account)
-		return;
-	for (i = 4; i < nraw; i++) {
+	return nraw;
+}
+
+static bool seg_is(const char *raw, size_t len, const char *want)
+{
+	return len == strlen(want) && !memcmp(raw, want, len);
+}
+
+/* Decodes the segments after images/vN (raw[first..]) and routes them. */
+static void route_segments(struct emu_req *rq, const char **raw, const size_t *rawlen, size_t first,
+			   size_t nraw)
+{
+	size_t i;
+
+	for (i = first; i < nraw; i++) {
 		if (rawlen[i] == 0)
 			return; /* empty segment (double or trailing slash) */
 		rq->seg[rq->nseg] = emu_pct_decode(raw[i], rawlen[i], false, &rq->seglen[rq->nseg]);
@@ -339,8 +347,50 @@ static void classify_api(struct emu_req *rq, const char *rest)
 			return;
 		rq->nseg++;
 	}
-	rq->op = route(rq, v2);
+	rq->op = route(rq, rq->v2);
 	rq->route_ok = rq->op != EMU_OP_OTHER;
+}
+
+/* Splits the raw path (after "/client/v4/") into decoded segments and routes it. */
+static void classify_api(struct emu_req *rq, const char *rest)
+{
+	const char *raw[EMU_MAX_SEGMENTS + 4];
+	size_t rawlen[EMU_MAX_SEGMENTS + 4], nraw;
+
+	rq->op = EMU_OP_OTHER;
+	nraw = split_raw(rest, raw, rawlen, EMU_MAX_SEGMENTS + 4);
+	if (nraw < 4 || strchr(raw[nraw - 1], '/') || !seg_is(raw[0], rawlen[0], "accounts") ||
+	    !seg_is(raw[2], rawlen[2], "images") ||
+	    (!seg_is(raw[3], rawlen[3], "v1") && !seg_is(raw[3], rawlen[3], "v2")))
+		return;
+	rq->v2 = raw[3][1] == '2';
+	rq->account = emu_pct_decode(raw[1], rawlen[1], false, NULL);
+	if (!rq->account)
+		return;
+	route_segments(rq, raw, rawlen, 4, nraw);
+}
+
+/* The batch host: "/images/v1..." at the root, no account in the path (the token names
+ * it). Only the covered operations are routed. */
+static void classify_batch(struct emu *e, struct emu_req *rq, const char *rest)
+{
+	const char *raw[EMU_MAX_SEGMENTS + 2];
+	size_t rawlen[EMU_MAX_SEGMENTS + 2], nraw;
+
+	rq->op = EMU_OP_OTHER;
+	nraw = split_raw(rest, raw, rawlen, EMU_MAX_SEGMENTS + 2);
+	if (nraw < 2 || strchr(raw[nraw - 1], '/') || !seg_is(raw[0], rawlen[0], "images") ||
+	    (!seg_is(raw[1], rawlen[1], "v1") && !seg_is(raw[1], rawlen[1], "v2")))
+		return;
+	rq->v2 = raw[1][1] == '2';
+	rq->account = strdup(e->account);
+	if (!rq->account)
+		return;
+	route_segments(rq, raw, rawlen, 2, nraw);
+	if (rq->route_ok && !emu_batch_op_covered(rq)) {
+		rq->op = EMU_OP_OTHER;
+		rq->route_ok = false;
+	}
 }
 
 /* /upload/<hash>/<id>: seg[0] = hash, seg[1] = the rest decoded as one id (so both a%2Fb
@@ -389,6 +439,10 @@ static void classify(struct emu *e, struct emu_req *rq)
 		rq->is_upload = true;
 		classify_upload(rq, rq->path + 8);
 		atomic_fetch_add_explicit(&e->ops[rq->op], 1, memory_order_relaxed);
+	} else if (strncmp(rq->path, "/images/", 8) == 0) {
+		rq->is_batch = true;
+		classify_batch(e, rq, rq->path + 1);
+		atomic_fetch_add_explicit(&e->batch.ops[rq->op], 1, memory_order_relaxed);
 	}
 	rq->body.max = (rq->op == EMU_OP_UPLOAD || rq->op == EMU_OP_DIRECT_FILE) && rq->route_ok
 			   ? EMU_UPLOAD_BODY_CAP
@@ -504,7 +558,15 @@ static void process_api(struct emu *e, struct emu_req *rq)
 	long retry = 0;
 	bool after = false;
 
-	if (!rq->is_upload && !emu_faults_rate_charge(&e->faults, &rq->reply, &retry)) {
+	if (rq->is_batch && !rq->route_ok) {
+		reply_no_route(rq);
+		return;
+	}
+	if (rq->is_batch
+		? emu_batch_check(e, rq)
+		: !rq->is_upload && !emu_faults_rate_charge(&e->faults, &rq->reply, &retry)) {
+		if (rq->is_batch)
+			return;
 		char ra[24];
 
 		snprintf(ra, sizeof(ra), "%ld", retry);
@@ -522,7 +584,7 @@ static void process_api(struct emu *e, struct emu_req *rq)
 	}
 	if (rq->is_upload && !rq->route_ok)
 		emu_reply_error(rq, 404, 5404, "Upload URL not found");
-	else if (rq->is_upload || !pre_checks(e, rq)) {
+	else if (rq->is_upload || rq->is_batch || !pre_checks(e, rq)) {
 		if (rq->body_overflow)
 			reply_too_large(rq);
 		else
@@ -541,7 +603,7 @@ static void process(struct emu *e, struct emu_req *rq)
 			emu_h_admin(e, rq);
 	} else if (rq->is_delivery) {
 		emu_h_delivery(e, rq);
-	} else if (rq->is_api || rq->is_upload) {
+	} else if (rq->is_api || rq->is_upload || rq->is_batch) {
 		process_api(e, rq);
 		if (e->latency_ms > 0)
 			rq->reply.delay_ms += e->latency_ms;
@@ -614,7 +676,7 @@ static struct MHD_Response *make_response(struct emu_reply *r)
 	return resp;
 }
 
-static enum MHD_Result deliver(struct emu_req *rq)
+static enum MHD_Result deliver(struct emu *e, struct emu_req *rq)
 {
 	struct emu_reply *r = &rq->reply;
 	struct MHD_Response *resp;
@@ -623,6 +685,9 @@ static enum MHD_Result deliver(struct emu_req *rq)
 
 	if (r->delivery == EMU_FAULT_CLOSE)
 		return MHD_NO;
+	if (r->status == 429)
+		atomic_fetch_add_explicit(rq->is_batch ? &e->sent_429_batch : &e->sent_429, 1,
+					  memory_order_relaxed);
 	resp = make_response(r);
 	if (!resp)
 		return MHD_NO;
@@ -639,7 +704,7 @@ static enum MHD_Result finish(struct emu *e, struct emu_req *rq)
 {
 	if (rq->suspended) {
 		rq->suspended = false;
-		return deliver(rq);
+		return deliver(e, rq);
 	}
 	if (!rq->reply.ready)
 		process(e, rq);
@@ -650,7 +715,7 @@ static enum MHD_Result finish(struct emu *e, struct emu_req *rq)
 			MHD_resume_connection(rq->conn);
 		return MHD_YES;
 	}
-	return deliver(rq);
+	return deliver(e, rq);
 }
 
 static void take_body(struct emu_req *rq, const char *data, size_t n)
@@ -684,9 +749,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		cl = emu_req_header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > rq->body.max) {
 			/* refuse now instead of reading it; MHD closes the connection after */
-			if (!rq->is_api || !pre_checks(e, rq))
+			if (rq->is_batch ? !emu_batch_check(e, rq)
+					 : !rq->is_api || !pre_checks(e, rq))
 				reply_too_large(rq);
-			return deliver(rq);
+			return deliver(e, rq);
 		}
 		return MHD_YES;
 	}

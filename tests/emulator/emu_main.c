@@ -63,6 +63,8 @@ static void usage(FILE *f)
 		   "                         [--latency-ms N] [--allowed N] [--threads N]\n"
 		   "                         [--rate-limit N/SECONDS] [--fault JSON]...\n"
 		   "                         [--delivery-url BASE]\n"
+		   "                         [--batch-token-ttl SECONDS] [--batch-rate N]\n"
+		   "                         [--refuse-batch-tokens]\n"
 		   "Prints the base URL http://HOST:PORT/client/v4 as the first stdout line when "
 		   "ready.\n"
 		   "Tokens may also come from IMAGESFS_EMULATOR_TOKEN, key pairs from\n"
@@ -189,6 +191,9 @@ enum {
 	OPT_RATE,
 	OPT_FAULT,
 	OPT_DELIVERY,
+	OPT_BATCH_TTL,
+	OPT_BATCH_RATE,
+	OPT_BATCH_REFUSE,
 	OPT_HELP
 };
 
@@ -204,6 +209,9 @@ static const struct option long_opts[] = {
     {"rate-limit", required_argument, NULL, OPT_RATE},
     {"fault", required_argument, NULL, OPT_FAULT},
     {"delivery-url", required_argument, NULL, OPT_DELIVERY},
+    {"batch-token-ttl", required_argument, NULL, OPT_BATCH_TTL},
+    {"batch-rate", required_argument, NULL, OPT_BATCH_RATE},
+    {"refuse-batch-tokens", no_argument, NULL, OPT_BATCH_REFUSE},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -212,6 +220,9 @@ struct cli {
 	bool account_given;
 	long rate_limit;
 	long rate_window;
+	long batch_ttl;
+	long batch_rate;
+	bool batch_refuse;
 	char **faults;
 	size_t nfaults;
 	const char *delivery_url;
@@ -253,6 +264,13 @@ static int parse_one(struct emu *e, struct cli *c, int opt, const char *arg)
 		return 0;
 	case OPT_RATE:
 		return emu_faults_parse_rate(arg, &c->rate_limit, &c->rate_window);
+	case OPT_BATCH_TTL:
+		return emu_parse_long(arg, 1, 86400L * 30, &c->batch_ttl) ? -EINVAL : 0;
+	case OPT_BATCH_RATE:
+		return emu_parse_long(arg, 0, 1000000L, &c->batch_rate) ? -EINVAL : 0;
+	case OPT_BATCH_REFUSE:
+		c->batch_refuse = true;
+		return 0;
 	case OPT_FAULT: {
 		char **nf = realloc(c->faults, (c->nfaults + 1) * sizeof(*nf));
 
@@ -353,14 +371,23 @@ static int setup_state(struct emu *e, const struct cli *c)
 		goto err_delivery;
 	if (c->rate_limit)
 		emu_faults_set_rate(&e->faults, c->rate_limit, c->rate_window);
+	if ((rc = emu_batch_init(&e->batch)))
+		goto err_faults;
+	if (c->batch_ttl)
+		e->batch.ttl_s = c->batch_ttl;
+	if (c->batch_rate >= 0)
+		e->batch.rate = c->batch_rate;
+	e->batch.refuse = c->batch_refuse;
 	for (i = 0; i < c->nfaults; i++) {
 		rc = emu_faults_add_spec(&e->faults, c->faults[i], err, sizeof(err));
 		if (rc) {
 			fprintf(stderr, "imagesfs-emulator: bad --fault: %s\n", err);
-			goto err_faults;
+			goto err_batch;
 		}
 	}
 	return 0;
+err_batch:
+	emu_batch_release(&e->batch);
 err_faults:
 	emu_faults_release(&e->faults);
 err_delivery:
@@ -377,6 +404,7 @@ err_persist:
 
 static void teardown_state(struct emu *e)
 {
+	emu_batch_release(&e->batch);
 	emu_faults_release(&e->faults);
 	emu_delivery_release(&e->delivery);
 	emu_variants_release(&e->variants);
@@ -400,7 +428,7 @@ static void print_ready(const struct emu *e)
 int main(int argc, char **argv)
 {
 	struct emu e = {0};
-	struct cli c = {0};
+	struct cli c = {.batch_rate = -1};
 	sigset_t set;
 	int sig = 0, rc = 1;
 
