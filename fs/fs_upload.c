@@ -39,6 +39,8 @@ struct fs_wstate {
 	int dirty;    /* bytes differ from the uploaded image (or there is none yet) */
 	int uploaded; /* an upload from this state succeeded: the node's size is exact */
 	int err;      /* sticky failure (EFBIG write, failed upload): returned, never uploaded */
+	uint32_t prev_size; /* the node's size before the open (prev_known: it was exact) */
+	int prev_known;
 };
 
 void fs_attrs_release(struct fs_attrs *a)
@@ -200,6 +202,8 @@ static int attach_writer(struct fs_ctx *fs, struct fs_node *n, int dirty, struct
 	x->w = w;
 	w->refs = 1;
 	w->dirty = dirty;
+	w->prev_size = n->size;
+	w->prev_known = (n->flags & FS_NF_SIZE) != 0;
 	n->nopen++;
 	n->size = 0;
 	n->flags |= FS_NF_SIZE;
@@ -573,7 +577,8 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 	n->gen = fs->images.gen;
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->cfg.stamp_off) /* no stamp: remember size and mtime here (fs_local.c) */
-		fs_local_put(fs, id, img.uploaded_ms, (int64_t)w->size, a.has_mtime, a.mtime_ns);
+		fs_local_put(fs, id, img.uploaded_ms, url ? -1 : (int64_t)w->size, a.has_mtime,
+			     a.mtime_ns);
 	api_image_release(&img);
 	w->uploaded = 1;
 	if (url)
@@ -647,8 +652,8 @@ void fs_img_release(struct fs_ctx *fs, struct fs_fh *fh)
 		if (!(n->flags & FS_NF_PENDING) && !w->uploaded) {
 			/* truncated but never replaced: the image is as it was */
 			n->flags &= ~FS_NF_SIZE;
-			n->flags |= FS_NF_INVAL;
-			n->size = 0;
+			n->flags |= FS_NF_INVAL | (w->prev_known ? FS_NF_SIZE : 0);
+			n->size = w->prev_known ? w->prev_size : 0;
 		}
 		fs_node_extra_trim_locked(n);
 	}

@@ -2,6 +2,7 @@
 # rsync-grade sync (issue 9): mtimes and sizes stored with the images (the stamp in their
 # metadata), utimensat, local scratch files (".NAME"), chmod/chown accepted. Real rsync, cp,
 # touch, tar, du, setfattr against a real mount; request counts from the emulator's stats.
+# shellcheck disable=SC2119 # emu_start takes no arguments here
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 command -v rsync >/dev/null || fail "rsync is missing (scripts/deps installs it)"
@@ -100,6 +101,19 @@ emu_stats_reset
 cp -p "$E2E_T/p.png" "$I/p.png" || fail "cp -p"
 ops_check "cp -p" "o['images.upload'] == 1 and t == 1"
 expect_eq "cp -p mtime" "$(stat -c %Y "$I/p.png")" "$(stat -c %Y "$E2E_T/p.png")"
+mv "$I/p.png" "$I/p2.png" || fail "mv of a stored image"
+expect_eq "mtime kept by a rename" "$(stat -c %Y "$I/p2.png")" "$(stat -c %Y "$E2E_T/p.png")"
+
+log "open(O_TRUNC) + futimens + close without writing: one PATCH, bytes and size unchanged"
+emu_stats_reset
+python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.utime(fd, (1000000000, 1000000000))
+os.close(fd)' "$I/p2.png" || fail "O_TRUNC + futimens"
+ops_check "futimens on an unchanged O_TRUNC open" "o['images.edit'] == 1 and t == 1"
+expect_eq "size kept" "$(stat -c %s "$I/p2.png")" "$(stat -c %s "$E2E_T/p.png")"
+expect_eq "mtime set" "$(stat -c %Y "$I/p2.png")" 1000000000
+cmp "$E2E_T/p.png" "$I/p2.png" || fail "bytes changed"
 
 log "touch -d on a stored image: one PATCH, persists across a remount"
 emu_stats_reset
@@ -130,11 +144,14 @@ done
 log "scratch files: local until renamed to a visible name"
 emu_stats_reset
 cp "$S/img020.png" "$I/.tmp.png" || fail "cp to a scratch file"
-touch -d 2018-02-02 "$I/.tmp.png" && chmod 600 "$I/.tmp.png" || fail "touch/chmod scratch"
+touch -d 2018-02-02 "$I/.tmp.png" || fail "touch scratch"
+chmod 600 "$I/.tmp.png" || fail "chmod scratch"
 setfattr -n user.metadata -v '{"s":1}' "$I/.tmp.png" || fail "setfattr scratch"
 cmp "$S/img020.png" "$I/.tmp.png" || fail "scratch bytes"
-ls -a "$I" | grep -qx .tmp.png || fail "scratch file not listed"
-cp "$S/img021.png" "$I/.gone.png" && rm "$I/.gone.png" || fail "rm scratch"
+python3 -c 'import os, sys; sys.exit(".tmp.png" not in os.listdir(sys.argv[1]))' "$I" ||
+	fail "scratch file not listed"
+cp "$S/img021.png" "$I/.gone.png" || fail "cp scratch"
+rm "$I/.gone.png" || fail "rm scratch"
 ops_check "scratch files cost nothing" "t == 0"
 mv "$I/.tmp.png" "$I/y.png" || fail "mv scratch to a visible name"
 ops_check "rename uploads once" "o['images.upload'] == 1 and t == 1"
@@ -178,7 +195,8 @@ ops_check "sizes from the local record" "o['images.blob'] == 0"
 umount_fs "$M"
 
 log "rsync -a while the listing goes stale (dir_ttl=1): no request per probed name"
-mkdir "$E2E_T/src2" && cp -p "$S"/img1[0-7]?.png "$E2E_T/src2/" || fail "src2"
+mkdir "$E2E_T/src2" || fail "mkdir src2"
+cp -p "$S"/img1[0-7]?.png "$E2E_T/src2/" || fail "src2"
 mount_fs "$M" dir_ttl=1
 ls "$I" >/dev/null
 emu_stats_reset

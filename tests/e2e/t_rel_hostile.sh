@@ -142,7 +142,7 @@ found=$(for d in / /tmp "${HOME:-/root}" "$E2E_T" "${IMAGESFS_SRC:-/}" "$PWD"; d
 	find "$d" -maxdepth 4 -xdev -name "$CANARY*" 2>/dev/null
 done | head -n 3)
 [[ -z $found ]] || fail "files named after a hostile id: $found"
-odd=$(find "$BOX" -newer "$E2E_T/marker" -type f | grep -vE "^$BOX/cache/v1/(objects/[0-9a-f]{2}/[0-9a-f]{64}(-[0-9a-f]+)+|lock)$" || true)
+odd=$(find "$BOX" -newer "$E2E_T/marker" -type f | grep -vE "^$BOX/cache/(v1/(objects/[0-9a-f]{2}/[0-9a-f]{64}(-[0-9a-f]+)+|lock)|attrs)$" || true)
 [[ -z $odd ]] || fail "unexpected files in the cache directory: $(head -n 5 <<<"$odd")"
 expect_eq "temp files in the cache" "$(cache_tmp_count "$BOX/cache")" 0
 echo PASS

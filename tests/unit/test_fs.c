@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs.h"
 
@@ -207,6 +209,78 @@ START_TEST(test_name_valid)
 	long_name[299] = '\0';
 	ck_assert(!fs_name_valid(long_name));
 }
+
+/* A listed image's stamp gives the node its size and mtime; user.metadata is the rest. */
+START_TEST(test_stamp_from_listing)
+{
+	struct fs_node *n =
+	    apply("st.png", NULL, 0, "{\"k\":1,\"imagesfs\":\"v1 m=10.000000005 s=42\"}");
+	ck_assert_ptr_nonnull(n);
+	ck_assert(n->flags & FS_NF_SIZE);
+	ck_assert_uint_eq(n->size, 42);
+	ck_assert(n->flags & FS_NF_MTIME);
+	ck_assert(!(n->flags & FS_NF_TIMES));
+	ck_assert_int_eq(n->mtime_ns, 10000000005LL);
+	ck_assert_str_eq(n->u.img->meta, "{\"k\":1}");
+	struct stat st;
+	fs_node_attr_locked(&fs, n, &st);
+	ck_assert_int_eq(st.st_mtim.tv_sec, 10);
+	ck_assert_int_eq(st.st_mtim.tv_nsec, 5);
+	ck_assert_int_eq(st.st_size, 42);
+
+	/* only a stamp: no user metadata */
+	n = apply("st2.png", NULL, 0, "{\"imagesfs\":\"v1 s=7\"}");
+	ck_assert_uint_eq(n->size, 7);
+	ck_assert(!(n->flags & FS_NF_MTIME));
+	ck_assert(!n->u.img || !n->u.img->meta);
+
+	/* a foreign value: no size, no mtime, and the key stays hidden */
+	n = apply("st3.png", NULL, 0, "{\"imagesfs\":{\"x\":1},\"a\":2}");
+	ck_assert(!(n->flags & (FS_NF_SIZE | FS_NF_MTIME)));
+	ck_assert_str_eq(n->u.img->meta, "{\"a\":2}");
+
+	/* a mtime set here and not stored yet wins over the listing */
+	n->mtime_ns = 99;
+	n->flags |= FS_NF_MTIME | FS_NF_TIMES;
+	apply("st3.png", NULL, 0, "{\"imagesfs\":\"v1 m=1.000000000 s=3\"}");
+	ck_assert_int_eq(n->mtime_ns, 99);
+	ck_assert_uint_eq(n->size, 3);
+	/* ... until the listing shows it stored */
+	apply("st3.png", NULL, 0, "{\"imagesfs\":\"v1 m=0.000000099 s=3\"}");
+	ck_assert(!(n->flags & FS_NF_TIMES));
+	ck_assert_int_eq(n->mtime_ns, 99);
+}
+END_TEST
+
+/* Sizes learned here survive a reopen of the record (a remount), per (id, version). */
+START_TEST(test_local_record)
+{
+	char dir[] = "/tmp/imagesfs-test-local.XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	fs.cfg.cache_dir = dir;
+	ck_assert_int_eq(fs_local_open(&fs), 0);
+	fs_local_put(&fs, "a/b.png", 1700000000123, 555, 0, 0);
+	fs_local_put(&fs, "a/b.png", 1700000000123, -1, 1, 77); /* adds the mtime, keeps size */
+	fs_local_put(&fs, "old.png", 5, 9, 0, 0);
+	fs_local_close(&fs);
+	ck_assert_int_eq(fs_local_open(&fs), 0);
+
+	struct fs_node *n = apply("a/b.png", NULL, 0, NULL); /* uploaded_ms 1700000000123 */
+	ck_assert(n->flags & FS_NF_SIZE);
+	ck_assert_uint_eq(n->size, 555);
+	ck_assert(n->flags & FS_NF_MTIME);
+	ck_assert_int_eq(n->mtime_ns, 77);
+	n = apply("old.png", NULL, 0, NULL); /* another version: the record does not hold */
+	ck_assert(!(n->flags & FS_NF_SIZE));
+	fs_local_close(&fs);
+	fs.cfg.cache_dir = NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/attrs", dir);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 END_TEST
 
 static Suite *fs_suite(void)
@@ -223,6 +297,8 @@ static Suite *fs_suite(void)
 	tcase_add_test(tc, test_many_nodes);
 	tcase_add_test(tc, test_rfc3339);
 	tcase_add_test(tc, test_name_valid);
+	tcase_add_test(tc, test_stamp_from_listing);
+	tcase_add_test(tc, test_local_record);
 	suite_add_tcase(s, tc);
 	return s;
 }
