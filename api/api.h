@@ -167,6 +167,28 @@ int api_key_put(struct api_client *c, const char *name, struct api_key_list *out
 int api_key_delete(struct api_client *c, const char *name, struct api_key_list *out,
 		   struct api_err *err);
 
+/* ---- signed delivery URLs (api_sign.c) ------------------------------------------ */
+
+#define API_SIG_HEX_LEN 64        /* hex of an HMAC-SHA256 */
+#define API_MAX_KEY_VALUE_LEN 256 /* cap on a signing key's value */
+#define API_MAX_SIGNED_URL 4096   /* cap on a URL to sign, token included */
+
+/* hex = lowercase hex of HMAC-SHA256(key bytes, msg bytes). -EINVAL for a key over
+ * API_MAX_KEY_VALUE_LEN, -EIO if libcrypto fails. Pure, thread-safe. */
+int api_sign_hex(const char *key, const char *msg, char hex[API_SIG_HEX_LEN + 1]);
+/* Signs a delivery URL (absolute, no query or fragment) for expiry exp (Unix seconds):
+ * out = url + "?exp=<exp>&sig=<hex>", the MAC taken over "<url path>?exp=<exp>" as
+ * Cloudflare documents. -EINVAL (not absolute, has a query, exp < 0), -ENAMETOOLONG (does
+ * not fit outsz or API_MAX_SIGNED_URL). out is written only on success. */
+int api_sign_url(const char *url, const char *key, int64_t exp, char *out, size_t outsz);
+
+/* Fetches a delivery URL (absolute, signed or not) into fd like api_image_blob: streamed,
+ * capped at max_bytes (0 = API_MAX_IMAGE_BYTES + slack), retried like a GET. No
+ * credentials are sent, and the request does not count toward the client's rate limiter
+ * or api_counters. 403 -> -EACCES, 404 -> -ENOENT (api_errno_map). */
+int api_delivery_get(struct api_client *c, const char *url, int fd, uint64_t max_bytes,
+		     uint64_t *size_out, struct api_err *err);
+
 /* ---- stats ------------------------------------------------------------------- */
 
 struct api_stats {

@@ -195,9 +195,11 @@ static struct curl_slist *build_headers(struct api_client *c, struct api_req *r,
 	struct curl_slist *l = NULL;
 	char ct[160];
 	*rc = 0;
-	l = add_header(l, r->auth ? r->auth : c->auth_hdr[0], rc);
-	if (!r->auth && c->auth_hdr[1])
-		l = add_header(l, c->auth_hdr[1], rc);
+	if (!r->delivery) { /* credentials never go to a delivery host */
+		l = add_header(l, r->auth ? r->auth : c->auth_hdr[0], rc);
+		if (!r->auth && c->auth_hdr[1])
+			l = add_header(l, c->auth_hdr[1], rc);
+	}
 	l = add_header(
 	    l, r->sink_fd >= 0 ? "Accept: image/*, application/json" : "Accept: application/json",
 	    rc);
@@ -333,8 +335,10 @@ static void attempt_once(struct api_client *c, struct api_req *r, struct curl_sl
 
 	errbuf[0] = '\0';
 	setup_handle(c, r, hdrs, errbuf);
-	r->throttled_ns += throttle(c, r);
-	atomic_fetch_add(&c->n_requests, 1);
+	if (!r->delivery) { /* delivery is not an API call: outside the API budget */
+		r->throttled_ns += throttle(c, r);
+		atomic_fetch_add(&c->n_requests, 1);
+	}
 	if (r->pick)
 		atomic_fetch_add(&c->n_batch_requests, 1);
 	r->host_batch = r->pick != NULL;

@@ -511,3 +511,25 @@ int api_image_blob(struct api_client *c, const char *id, int fd, uint64_t max_by
 	free(url);
 	return rc;
 }
+
+int api_delivery_get(struct api_client *c, const char *url, int fd, uint64_t max_bytes,
+		     uint64_t *size_out, struct api_err *err)
+{
+	struct api_err local;
+	struct api_req r;
+	if (!err)
+		err = &local;
+	if (fd < 0)
+		return api_fail(err, EBADF, "delivery: bad fd");
+	if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
+		return api_fail(err, EINVAL, "delivery: not an http(s) URL");
+	api_req_init(&r, "GET", url, API_IDEMPOTENT);
+	r.sink_fd = fd;
+	r.delivery = 1;
+	r.max_bytes = max_bytes ? max_bytes : (uint64_t)API_MAX_IMAGE_BYTES + API_BLOB_SLACK;
+	int rc = api_http_do(c, &r, err);
+	if (!rc && size_out)
+		*size_out = r.written;
+	api_req_release(&r);
+	return rc;
+}

@@ -365,6 +365,7 @@ struct api_req {
 	size_t max_json;       /* cap on a JSON response body */
 	int sink_fd;	       /* >= 0: stream a 2xx body to this fd (blob) */
 	uint64_t max_bytes;    /* cap on what goes to sink_fd */
+	int delivery;	       /* a delivery URL: no credentials, not throttled or counted */
 
 	/* out */
 	long status;		/* HTTP status of the last attempt, 0 if none */

@@ -41,6 +41,9 @@ struct journal; /* journal/journal.h */
 #define FS_INO_VARIANTS 3
 #define FS_INO_KEYS 4
 #define FS_INO_STATS 5
+/* renditions/ (fs_renditions.c); its contents are virtual inodes, see FS_REND_BIT */
+#define FS_INO_RENDITIONS 6
+#define FS_INO_LAST_FIXED FS_INO_RENDITIONS
 
 #define FS_MAX_DOC_BYTES (64 * 1024) /* cap of a variants/ document written by a user */
 #define FS_NEG_TIMEOUT 1.0	     /* seconds a negative lookup is cached by the kernel */
@@ -69,6 +72,7 @@ enum fs_kind {
 	FS_K_STATS,
 	FS_K_CTLDIR, /* .imagesfs/ (fs_control.c) */
 	FS_K_CTL,    /* a control file in it */
+	FS_K_RENDROOT, /* renditions/ itself */
 };
 
 /* Node flags. */
@@ -158,6 +162,12 @@ struct fs_config {
 	char *batch;	  /* batch=on|off (NULL = on) */
 	char *batch_url;  /* batch host origin; NULL = derived in main.c */
 	int batch_tokens; /* 0 = the API's default */
+
+	/* delivery (fs_deliver.c, fs_renditions.c) */
+	char *sign_key;	    /* sign_key=: key name, NULL = "default", else the first */
+	char *delivery_url; /* delivery_url=: renditions are fetched here, no trailing '/' */
+	int url_ttl;	    /* url_ttl=: seconds a signed URL stays valid */
+
 	int rate_burst; /* derived from rate_limit; 0 = the API's default */
 	int timeout_s;	/* timeout=: network bound per operation; 0 = the API's defaults */
 	int dir_ttl;
@@ -218,7 +228,8 @@ struct fs_ctx {
 	struct fs_node **name_tab;
 	size_t name_buckets, name_count;
 	fuse_ino_t next_ino;
-	struct fs_node *fixed[6];
+	struct fs_node *fixed[FS_INO_LAST_FIXED + 1];
+	struct fs_rend *rend; /* renditions/ state (fs_renditions.c), guarded by lock */
 	struct fs_listing images, variants, keys;
 	struct fs_failed_lookup failed_lookup;
 	struct fs_tomb *tombs; /* ids deleted while an images listing is in flight */
@@ -264,7 +275,15 @@ struct fs_tomb {
 };
 
 /* Per-open state, stored in fi->fh. */
-enum fs_fh_kind { FS_FH_BLOB, FS_FH_STAGED, FS_FH_BUF, FS_FH_DIR, FS_FH_CTL };
+enum fs_fh_kind {
+	FS_FH_BLOB,
+	FS_FH_STAGED,
+	FS_FH_BUF,
+	FS_FH_DIR,
+	FS_FH_CTL,
+	FS_FH_REND,
+	FS_FH_REND_DIR
+};
 
 struct fs_fh {
 	int kind;
@@ -276,6 +295,7 @@ struct fs_fh {
 	char *buf;	      /* FS_FH_BUF: document; FS_FH_DIR: array of fuse_ino_t */
 	size_t len, cap;
 	int dirty, is_new;
+	fuse_ino_t dir_ino; /* FS_FH_REND_DIR: the directory's own (virtual) inode */
 	/* FS_FH_BUF only: guards buf, len, cap and dirty. Requests on one handle can run at
 	 * once (pread and write on an O_RDWR fd, close of a dup'd fd while another writes). */
 	pthread_mutex_t buf_lock;
@@ -551,6 +571,40 @@ ssize_t fs_ctl_write(struct fs_ctx *fs, struct fs_fh *fh, const char *buf, size_
 void fs_ctl_release(struct fs_fh *fh);
 /* Frees every handle still waiting; once no request can run (after the session). */
 void fs_ctl_cleanup(void);
+
+/* ---- fs_deliver.c: signed delivery URLs ---------------------------------------- */
+#define FS_DEFAULT_DELIVERY_URL "https://imagedelivery.net"
+#define FS_DEFAULT_URL_TTL 86400
+/* The signing key's value (malloc'd) through the keys/ listing (refreshed after dir_ttl):
+ * the key named sign_key=, else "default", else the first. -ENOKEY when the account has no
+ * such key, the listing's -errno when it cannot be read. The value is never logged. */
+int fs_sign_key(struct fs_ctx *fs, char **value);
+/* A variant's options (compact JSON, malloc'd) and neverRequireSignedURLs (0/1) through
+ * the variants/ listing. -ENOENT when the account has no such variant. */
+int fs_variant_info(struct fs_ctx *fs, const char *name, char **options, int *never);
+/* Turns *urls ("url\n"..., the user.variants text of a private image) into signed URLs
+ * valid for url_ttl, leaving variants with neverRequireSignedURLs plain. Replaces *urls
+ * (freed) on success; on failure *urls is unchanged and one line is logged for path. */
+int fs_variants_sign(struct fs_ctx *fs, const char *path, char **urls);
+/* Signs one delivery URL into out (API_MAX_SIGNED_URL bytes) with value key. */
+int fs_sign_one(struct fs_ctx *fs, const char *key, const char *url, char *out, size_t outsz);
+
+/* ---- fs_renditions.c: renditions/<variant>/<image path> (read-only) ------------- */
+struct fs_rend;
+/* True for renditions/ and every inode below it (fs_ops.c dispatches them here). */
+int fs_rend_is(fuse_ino_t ino);
+void fs_rend_lookup(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t parent, const char *name);
+/* Only for inodes below renditions/ (renditions/ itself is a table node). */
+void fs_rend_getattr(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino);
+void fs_rend_opendir(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+/* fh of kind FS_FH_REND_DIR; released with fs_fh_free. */
+void fs_rend_readdir(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off,
+		     int plus);
+/* Fetches the rendition through the cache (EROFS for writes); fh kind FS_FH_REND. */
+void fs_rend_open(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_rend_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);
+/* Frees fs->rend (after the session ended). */
+void fs_rend_free(struct fs_ctx *fs);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;

@@ -189,7 +189,7 @@ static void node_free(struct fs_ctx *fs, struct fs_node *n)
 static int is_dir_kind(int kind)
 {
 	return kind == FS_K_ROOT || kind == FS_K_DIR || kind == FS_K_VARDIR || kind == FS_K_KEYDIR ||
-	       kind == FS_K_CTLDIR;
+	       kind == FS_K_CTLDIR || kind == FS_K_RENDROOT;
 }
 
 int fs_table_init(struct fs_ctx *fs)
@@ -201,14 +201,16 @@ int fs_table_init(struct fs_ctx *fs)
 		     {"images", FS_K_DIR},
 		     {"variants", FS_K_VARDIR},
 		     {"keys", FS_K_KEYDIR},
-		     {"stats", FS_K_STATS}};
+		     {"stats", FS_K_STATS},
+		     /* renditions/ (fs_renditions.c) */
+		     {"renditions", FS_K_RENDROOT}};
 
 	fs->ino_buckets = fs->name_buckets = FS_INIT_BUCKETS;
 	fs->ino_tab = calloc(fs->ino_buckets, sizeof(*fs->ino_tab));
 	fs->name_tab = calloc(fs->name_buckets, sizeof(*fs->name_tab));
 	if (!fs->ino_tab || !fs->name_tab)
 		return -ENOMEM;
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < (int)(sizeof(fixed) / sizeof(fixed[0])); i++) {
 		struct fs_node *n = node_alloc(fixed[i].name, fixed[i].kind);
 		if (!n)
 			return -ENOMEM;
@@ -222,7 +224,7 @@ int fs_table_init(struct fs_ctx *fs)
 			name_link(fs, n);
 		}
 	}
-	fs->next_ino = 6;
+	fs->next_ino = FS_INO_LAST_FIXED + 1;
 	return 0;
 }
 
@@ -280,7 +282,7 @@ struct fs_node *fs_node_new_locked(struct fs_ctx *fs, struct fs_node *dir, const
 
 void fs_node_maybe_free_locked(struct fs_ctx *fs, struct fs_node *n)
 {
-	if (n->ino <= FS_INO_STATS || (n->flags & FS_NF_LINKED) || n->nlookup || n->nopen)
+	if (n->ino <= FS_INO_LAST_FIXED || (n->flags & FS_NF_LINKED) || n->nlookup || n->nopen)
 		return;
 	if (is_dir_kind(n->kind) && n->u.first_child)
 		return;
@@ -289,7 +291,7 @@ void fs_node_maybe_free_locked(struct fs_ctx *fs, struct fs_node *n)
 
 void fs_node_unlink_locked(struct fs_ctx *fs, struct fs_node *n)
 {
-	if (!(n->flags & FS_NF_LINKED) || n->ino <= FS_INO_STATS)
+	if (!(n->flags & FS_NF_LINKED) || n->ino <= FS_INO_LAST_FIXED)
 		return;
 	name_unlink(fs, n);
 	fs_node_maybe_free_locked(fs, n);
@@ -327,7 +329,7 @@ int fs_node_move_locked(struct fs_ctx *fs, struct fs_node *n, struct fs_node *di
 
 void fs_node_forget_locked(struct fs_ctx *fs, struct fs_node *n, uint64_t nlookup)
 {
-	if (n->ino <= FS_INO_STATS)
+	if (n->ino <= FS_INO_LAST_FIXED)
 		return;
 	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
 	/* Forgotten entirely: the kernel holds no attributes and no reply is in flight (each
@@ -416,6 +418,7 @@ static mode_t node_mode(struct fs_ctx *fs, const struct fs_node *n)
 	mode_t wr = fs->cfg.ro ? 0 : 0200;
 	switch (n->kind) {
 	case FS_K_ROOT:
+	case FS_K_RENDROOT:
 		return S_IFDIR | 0555;
 	case FS_K_DIR:
 	case FS_K_VARDIR:

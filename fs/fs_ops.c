@@ -48,6 +48,15 @@ static int node_kind(struct fs_ctx *fs, fuse_ino_t ino, struct fs_node **np)
 	return kind;
 }
 
+/* renditions/ is read-only: every change below it is EROFS (replied here). */
+static int rend_refused(fuse_req_t req, fuse_ino_t a, fuse_ino_t b)
+{
+	if (!fs_rend_is(a) && !fs_rend_is(b))
+		return 0;
+	fuse_reply_err(req, EROFS);
+	return 1;
+}
+
 #define FS_MAX_WRITE (1024 * 1024)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -80,9 +89,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
 	struct fuse_entry_param e;
-	int kind = node_kind(fs, parent, &dir), rc;
+	int kind, rc;
 
 	atomic_fetch_add_explicit(&fs->ops.lookup, 1, memory_order_relaxed);
+	if (fs_rend_is(parent)) {
+		fs_rend_lookup(req, fs, parent, name);
+		return;
+	}
+	kind = node_kind(fs, parent, &dir);
 	if (kind == FS_K_DIR) {
 		fs_img_lookup(req, fs, dir, name);
 		return;
@@ -140,6 +154,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	double timeout = 0;
 	atomic_fetch_add_explicit(&fs->ops.getattr, 1, memory_order_relaxed);
+	if (fs_rend_is(ino) && ino != FS_INO_RENDITIONS) {
+		fs_rend_getattr(req, fs, ino);
+		return;
+	}
 	pthread_mutex_lock(&fs->lock);
 	struct fs_node *n = fs_node_get_locked(fs, ino);
 	pthread_mutex_unlock(&fs->lock);
@@ -216,6 +234,8 @@ static int setattr_size(struct fs_ctx *fs, struct fs_node *n, struct fs_fh *fh, 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
+	if (rend_refused(req, ino, ino))
+		return;
 	struct fs_ctx *fs = ctx(req);
 	struct stat st;
 	int rc;
@@ -255,6 +275,8 @@ static int refuse_in(struct fs_ctx *fs, int kind)
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
+	if (rend_refused(req, parent, parent))
+		return;
 	struct fs_node *dir;
 	int kind = node_kind(ctx(req), parent, &dir);
 	fuse_reply_err(req, ctx(req)->cfg.ro			       ? EROFS
@@ -264,6 +286,8 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
+	if (rend_refused(req, parent, parent))
+		return;
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
 	struct fuse_entry_param e;
@@ -281,6 +305,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (rend_refused(req, parent, parent))
+		return;
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
 	int kind = node_kind(fs, parent, &dir), rc;
@@ -297,6 +323,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (rend_refused(req, parent, parent))
+		return;
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
 	int kind = node_kind(fs, parent, &dir), rc;
@@ -311,6 +339,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+	if (rend_refused(req, parent, parent))
+		return;
 	struct fs_node *dir;
 	int kind = node_kind(ctx(req), parent, &dir);
 	fuse_reply_err(req, ctx(req)->cfg.ro ? EROFS : kind == FS_K_ROOT ? EACCES : EPERM);
@@ -318,6 +348,8 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
+	if (rend_refused(req, newparent, newparent))
+		return;
 	struct fs_node *dir;
 	int kind = node_kind(ctx(req), newparent, &dir);
 	fuse_reply_err(req, ctx(req)->cfg.ro ? EROFS : kind == FS_K_ROOT ? EACCES : EPERM);
@@ -326,6 +358,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
+	if (rend_refused(req, parent, newparent))
+		return;
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *od, *nd;
 	int ok = node_kind(fs, parent, &od), nk = node_kind(fs, newparent, &nd), rc;
@@ -357,6 +391,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int writing = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
 
 	atomic_fetch_add_explicit(&fs->ops.open, 1, memory_order_relaxed);
+	if (fs_rend_is(ino)) {
+		fs_rend_open(req, fs, ino, fi);
+		return;
+	}
 	if (kind == FS_K_IMG) {
 		fs_img_open(req, fs, n, fi);
 		return;
@@ -388,6 +426,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
+	if (rend_refused(req, parent, parent))
+		return;
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
 	struct fuse_entry_param e;
@@ -422,7 +462,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs_fh *fh = fh_of(fi);
-	if (fh->kind == FS_FH_BUF)
+	if (fh->kind == FS_FH_REND)
+		fs_rend_read(req, fh, size, off);
+	else if (fh->kind == FS_FH_BUF)
 		fs_special_read(req, fh, size, off);
 	else if (fh->kind == FS_FH_CTL)
 		fs_ctl_read(req, fh, size, off);
@@ -477,6 +519,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fs_ctx *fs = ctx(req);
 	struct fs_fh *fh = fh_of(fi);
+	if (fh->kind == FS_FH_REND) { /* no node: a virtual inode */
+		fs_fh_free(fh);
+		fuse_reply_err(req, 0);
+		return;
+	}
 	if (fh->kind == FS_FH_STAGED)
 		fs_img_release(fs, fh);
 	else if (fh->kind == FS_FH_BUF)
@@ -513,6 +560,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fs_ctx *fs = ctx(req);
 	struct fs_node *dir;
+	if (fs_rend_is(ino)) {
+		fs_rend_opendir(req, fs, ino, fi);
+		return;
+	}
 	int kind = node_kind(fs, ino, &dir);
 	int rc = kind < 0 ? -ENOENT : dir_refresh(fs, kind);
 	struct fs_fh *fh = rc == 0 ? calloc(1, sizeof(*fh)) : NULL;
@@ -596,6 +647,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t pos = 0;
 	atomic_fetch_add_explicit(plus ? &fs->ops.readdirplus : &fs->ops.readdir, 1,
 				  memory_order_relaxed);
+	if (fh->kind == FS_FH_REND_DIR) {
+		free(buf);
+		fs_rend_readdir(req, fs, fh, size, off, plus);
+		return;
+	}
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -630,9 +686,11 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
 	struct fs_ctx *fs = ctx(req);
 	struct fs_fh *fh = fh_of(fi);
-	pthread_mutex_lock(&fs->lock);
-	fs_node_release_open_locked(fs, fh->node);
-	pthread_mutex_unlock(&fs->lock);
+	if (fh->kind != FS_FH_REND_DIR) { /* renditions/ dirs hold no node */
+		pthread_mutex_lock(&fs->lock);
+		fs_node_release_open_locked(fs, fh->node);
+		pthread_mutex_unlock(&fs->lock);
+	}
 	fs_fh_free(fh);
 	fuse_reply_err(req, 0);
 }

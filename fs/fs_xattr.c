@@ -194,6 +194,8 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 		v = fs_ops_stats_text(fs);
 		err = -ENOMEM;
 	} else if (x >= 0) {
+		char *path = NULL;
+		int sign = 0;
 		pthread_mutex_lock(&fs->lock);
 		struct fs_node *n = img_node_locked(fs, ino);
 		pthread_mutex_unlock(&fs->lock);
@@ -203,8 +205,18 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 		else if (n) {
 			pthread_mutex_lock(&fs->lock);
 			v = xa_value_locked(fs, n, x, &err);
+			if (v && x == XA_VARIANTS && (n->flags & FS_NF_RSU)) {
+				sign = 1;
+				path = fs_node_path_locked(fs, n);
+			}
 			pthread_mutex_unlock(&fs->lock);
 		}
+		/* a private image's URLs carry a token (network: keys/, variants/ listings) */
+		if (sign && (err = path ? fs_variants_sign(fs, path, &v) : -ENOMEM) < 0) {
+			free(v);
+			v = NULL;
+		}
+		free(path);
 	}
 	if (!v) {
 		fuse_reply_err(req, -err);

@@ -60,6 +60,9 @@ static const struct fuse_opt fs_opt_table[] = {
     OPT("uid=%d", uid),
     OPT("gid=%d", gid),
     OPT("writeback", writeback),
+    OPT("sign_key=%s", sign_key),
+    OPT("url_ttl=%d", url_ttl),
+    OPT("delivery_url=%s", delivery_url),
     FUSE_OPT_KEY("-f", KEY_FG),
     FUSE_OPT_KEY("-d", KEY_DEBUG),
     FUSE_OPT_KEY("ro", KEY_RO),
@@ -126,6 +129,11 @@ static void usage(void)
 	    "  log_file=PATH      write log lines to PATH (0600) instead of syslog/stderr\n"
 	    "  timeout=SECONDS    an unresponsive server fails an operation after about this\n"
 	    "                     long, retries included (default 30)\n"
+	    "  sign_key=NAME      signing key for private images' URLs in user.variants and\n"
+	    "                     renditions/ (default: the key named default, else the first)\n"
+	    "  url_ttl=SECONDS    how long a signed URL stays valid (default 86400)\n"
+	    "  delivery_url=URL   where renditions/ are fetched (default " FS_DEFAULT_DELIVERY_URL
+	    ")\n"
 	    "  batch=on|off       send uploads, image details, edits, deletes and listings\n"
 	    "                     through the Images batch API, outside the global limit\n"
 	    "                     (default on; falls back to the global API, logged once)\n"
@@ -428,6 +436,35 @@ static int parse_rate(const char *s, double *rate, int *burst)
 	return 0;
 }
 
+/* sign_key=, url_ttl=, delivery_url= (defaults filled in). */
+static int delivery_check(struct fs_config *cfg)
+{
+	if (cfg->url_ttl < 1 || cfg->url_ttl > 365 * 86400) {
+		fprintf(stderr, "mount.imagesfs: bad url_ttl %d (want 1..31536000 seconds)\n",
+			cfg->url_ttl);
+		return -1;
+	}
+	if (cfg->sign_key && (!*cfg->sign_key || strlen(cfg->sign_key) > API_MAX_KEY_NAME_LEN)) {
+		fprintf(stderr, "mount.imagesfs: bad sign_key '%s' (a key name, 1-%d chars)\n",
+			cfg->sign_key, API_MAX_KEY_NAME_LEN);
+		return -1;
+	}
+	if (!cfg->delivery_url && !(cfg->delivery_url = strdup(FS_DEFAULT_DELIVERY_URL)))
+		return -1;
+	size_t n = strlen(cfg->delivery_url);
+	while (n > 0 && cfg->delivery_url[n - 1] == '/')
+		cfg->delivery_url[--n] = '\0';
+	if ((strncmp(cfg->delivery_url, "https://", 8) &&
+	     strncmp(cfg->delivery_url, "http://", 7)) ||
+	    n > 1024 || strchr(cfg->delivery_url, '?')) {
+		fprintf(stderr,
+			"mount.imagesfs: bad delivery_url '%s' (want http(s)://HOST[/PATH])\n",
+			cfg->delivery_url);
+		return -1;
+	}
+	return 0;
+}
+
 /* batch=, batch_url=, batch_tokens=. Without batch_url, Cloudflare's API gets Cloudflare's
  * batch host and any other api_url (an emulator, a proxy) its own scheme://host:port, where
  * the emulator serves the batch routes. Leaves cfg->batch_url NULL when batch=off. */
@@ -487,6 +524,8 @@ static int config_check(struct fs_ctx *fs, uint64_t *cache_bytes, double *rate)
 		fprintf(stderr, "mount.imagesfs: dir_ttl must be >= 0\n");
 		return -1;
 	}
+	if (delivery_check(cfg) < 0)
+		return -1;
 	if (cfg->umask_str) {
 		char *end;
 		long m = strtol(cfg->umask_str, &end, 8);
@@ -635,6 +674,9 @@ static void config_free(struct fs_config *cfg)
 		free(*s[i]);
 		*s[i] = NULL;
 	}
+	free(cfg->sign_key); /* delivery options */
+	free(cfg->delivery_url);
+	cfg->sign_key = cfg->delivery_url = NULL;
 }
 
 static int add_fuse_opts(struct fs_ctx *fs, struct fuse_args *args)
@@ -705,6 +747,7 @@ int main(int argc, char *argv[])
 
 	memset(&fs, 0, sizeof(fs));
 	fs.cfg.dir_ttl = 60;
+	fs.cfg.url_ttl = FS_DEFAULT_URL_TTL;
 	fs.cfg.uid = fs.cfg.gid = -1;
 	fs.umask = 022;
 	pthread_mutex_init(&fs.lock, NULL);
@@ -754,6 +797,7 @@ out:
 	if (api_inited)
 		api_global_cleanup();
 	fs_ctl_cleanup();
+	fs_rend_free(&fs);
 	fs_table_free(&fs);
 	creds_free(&creds);
 	config_free(&fs.cfg);

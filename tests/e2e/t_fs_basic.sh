@@ -11,7 +11,7 @@ mount_fs "$M"
 
 log "ls: one list call, no get, no blob"
 emu_stats_reset
-expect_eq "root" "$(ls "$M" | tr '\n' ' ')" "images keys stats variants "
+expect_eq "root" "$(ls "$M" | tr '\n' ' ')" "images keys renditions stats variants "
 expect_eq "ls count" "$(ls "$M/images" | wc -l)" 20
 ls -l "$M/images" >"$E2E_T/ls.out" || fail "ls -l"
 expect_eq "ls -l lines" "$(grep -c seed- "$E2E_T/ls.out")" 20

@@ -31,7 +31,7 @@ expect_eq "a filename unlike the id" "$(gx user.filename "$M/images/fn-other")" 
 expect_eq "rsu" "$(gx user.requireSignedURLs "$F")" false
 gx user.uploaded "$F" | grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$' ||
 	fail "uploaded is not RFC 3339 ms UTC: $(gx user.uploaded "$F")"
-gx user.variants "$F" | grep -q '^https://imagedelivery.net/.*/x.png/public$' ||
+gx user.variants "$F" | grep -q "^${EMU_URL%/client/v4}/cdn/.*/x.png/public$" ||
 	fail "variants: $(gx user.variants "$F")"
 expect_errno ENODATA "os.getxattr('$F', 'user.metadata')"
 expect_errno ENODATA "os.getxattr('$F', 'user.creator')"

@@ -79,7 +79,7 @@ fi
 echo "t_sdk_conformance: emulator at $base (pid $emu_pid), SDK cloudflare@$want, node $(node --version)"
 
 CLOUDFLARE_BASE_URL=$base CLOUDFLARE_API_TOKEN=$token CLOUDFLARE_ACCOUNT_ID=$account \
-	CLOUDFLARE_EMAIL=$auth_email CLOUDFLARE_API_KEY=$auth_key \
+	CLOUDFLARE_EMAIL=$auth_email CLOUDFLARE_API_KEY=$auth_key IMAGES_DELIVERY_PATH=/cdn \
 	timeout 120 node "$sdk/sdk_test.mjs"
 rc=$?
 if ((rc == 124)); then

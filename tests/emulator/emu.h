@@ -163,9 +163,10 @@ struct emu_req {
 	const char *method;
 	bool is_api;
 	bool is_admin;
-	bool is_upload; /* /upload/<hash>/<id>: a direct upload URL (no auth) */
-	bool is_batch;	/* /images/v1|v2...: the batch API (batch-token auth, own limit) */
-	bool v2;	/* the path is under images/v2 */
+	bool is_upload;	  /* /upload/<hash>/<id>: a direct upload URL (no auth) */
+	bool is_batch;	  /* /images/v1|v2...: the batch API (batch-token auth, own limit) */
+	bool is_delivery; /* <delivery path>/<hash>/<id>/<variant> (emu_deliver.c) */
+	bool v2;	  /* the path is under images/v2 */
 	enum emu_op op;
 	/* decoded path segments after /client/v4/accounts/{acct}/images/, owned */
 	char *seg[EMU_MAX_SEGMENTS];
@@ -252,11 +253,12 @@ struct emu_store {
 	struct emu_persist *persist; /* NULL: memory only */
 };
 
-/* Variant names sorted, plus the prefix "https://imagedelivery.net/<hash>/" for variants[]. */
+/* Variant names sorted, plus the prefix "<delivery base>/<hash>/" for variants[]. */
 struct emu_vnames {
 	char **names;
 	size_t n;
-	const char *hash;
+	const char *prefix;
+	char *prefix_owned; /* freed by emu_vnames_release */
 };
 
 int emu_store_init(struct emu_store *s, long allowed);
@@ -312,6 +314,9 @@ int emu_store_edit(struct emu_store *s, const char *id, size_t idlen, const stru
 int emu_store_delete(struct emu_store *s, const char *id, size_t idlen);
 /* Returns a blob reference (caller unrefs) or NULL if absent or a draft. */
 struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t idlen);
+/* emu_store_get_blob plus the image's requireSignedURLs (set only when found). */
+struct emu_blob *emu_store_get_delivery(struct emu_store *s, const char *id, size_t idlen,
+					bool *require_signed);
 #define EMU_FILTER_MAX 5
 #define EMU_FILTER_MAX_DEPTH 5
 #define EMU_FILTER_MAX_VALUES 10
@@ -388,6 +393,8 @@ struct emu_keys {
 
 int emu_keys_init(struct emu_keys *k, struct emu_persist *p);
 void emu_keys_release(struct emu_keys *k);
+/* Copies up to max keys (the account's current ones) into out; returns how many. */
+size_t emu_keys_snapshot(struct emu_keys *k, struct emu_key *out, size_t max);
 
 /* ---- variants (emu_variants.c) ---- */
 struct emu_variant {
@@ -409,8 +416,12 @@ struct emu_variants {
 
 int emu_variants_init(struct emu_variants *vs, struct emu_persist *p);
 void emu_variants_release(struct emu_variants *vs);
-/* Snapshot of variant names for image serialization; free with emu_vnames_release. */
-int emu_variants_names(struct emu_variants *vs, const char *hash, struct emu_vnames *out);
+/* Snapshot of variant names for image serialization; free with emu_vnames_release.
+ * prefix is borrowed and must outlive the snapshot. */
+int emu_variants_names(struct emu_variants *vs, const char *prefix, struct emu_vnames *out);
+/* Copy of variant id (false when absent). */
+bool emu_variants_find(struct emu_variants *vs, const char *id, size_t idlen,
+		       struct emu_variant *out);
 void emu_vnames_release(struct emu_vnames *vn);
 
 /* ---- multipart (emu_multipart.c) ---- */
@@ -550,6 +561,51 @@ size_t emu_batch_live(struct emu_batch *b);
 /* Test hook: every live token expires now; returns how many were live. */
 size_t emu_batch_expire_all(struct emu_batch *b);
 
+/* ---- delivery (emu_deliver.c) and rendering (emu_render.c) ---- */
+#define EMU_DELIVERY_PATH "/cdn" /* served path of the default delivery base */
+#define EMU_DELIVERY_LOG 256	 /* delivery requests kept for /__emulator/delivery */
+#define EMU_MAX_DELIVERY_URL 1024
+
+struct emu_dlog_entry {
+	char *uri; /* raw request target, owned */
+	unsigned status;
+	bool credentials; /* the request carried Authorization or X-Auth-Key */
+};
+
+/* Delivery counters and the last EMU_DELIVERY_LOG requests (a ring). */
+struct emu_delivery {
+	char *base;		/* --delivery-url, NULL: "<origin>/cdn" per request */
+	char *path;		/* path prefix served here ("/cdn"), never "" or "/" */
+	atomic_ulong requests;	/* every request under path */
+	atomic_ulong ok;	/* 200 */
+	atomic_ulong denied;	/* 403: token missing, wrong or expired */
+	atomic_ulong not_found; /* 404: unknown hash, image or variant */
+	pthread_mutex_t lock;
+	struct emu_dlog_entry log[EMU_DELIVERY_LOG]; /* guarded by lock */
+	size_t log_next;			     /* guarded by lock */
+	size_t log_n;				     /* guarded by lock */
+};
+
+/* Sets base and path from --delivery-url (NULL: the default); -EINVAL with a message. */
+int emu_delivery_init(struct emu_delivery *d, const char *url);
+void emu_delivery_release(struct emu_delivery *d);
+void emu_delivery_stats_reset(struct emu_delivery *d);
+/* Appends ,"delivery":{...} counters to a stats object. */
+void emu_delivery_stats_json(struct emu_delivery *d, struct emu_buf *b);
+/* {"requests":[{"uri":..,"status":..},..]} oldest first. */
+void emu_delivery_log_json(struct emu_delivery *d, struct emu_buf *b);
+/* True when path is a delivery path of this emulator. */
+bool emu_delivery_match(const struct emu_delivery *d, const char *path);
+
+/* Renders variant v of the image src into out (malloc'd, caller frees) in the source's
+ * format; *ctype receives its media type (static string). vips must be initialised
+ * (emu_render_init). -EINVAL when the source cannot be decoded, -ENOMEM, -EIO. */
+int emu_render(const struct emu_variant *v, const unsigned char *src, size_t len,
+	       unsigned char **out, size_t *outlen, const char **ctype);
+/* Once per process, before any thread renders. 0 or -EIO. */
+int emu_render_init(const char *argv0);
+void emu_render_shutdown(void);
+
 /* ---- the server ---- */
 struct emu_authkey {
 	char *email;
@@ -575,6 +631,7 @@ struct emu {
 	struct emu_variants variants;
 	struct emu_faults faults;
 	struct emu_delay delay;
+	struct emu_delivery delivery;
 	atomic_ulong ops[EMU_OP_COUNT];
 	struct emu_batch batch;
 	atomic_ulong sent_429;	     /* 429 responses on the global API */
@@ -607,6 +664,14 @@ void emu_h_variants_delete(struct emu *e, struct emu_req *rq);
 void emu_h_direct_upload(struct emu *e, struct emu_req *rq);
 void emu_h_direct_file(struct emu *e, struct emu_req *rq);
 void emu_h_batch_token(struct emu *e, struct emu_req *rq);
+/* GET <delivery path>/<hash>/<id>/<variant> (emu_deliver.c): renders; never rate limited. */
+void emu_h_delivery(struct emu *e, struct emu_req *rq);
+/* variants[] snapshot whose prefix is "<delivery base>/<hash>/" for this request: the
+ * prefix lives in the snapshot (released by emu_vnames_release). */
+int emu_delivery_names(struct emu *e, struct emu_req *rq, struct emu_vnames *vn);
+/* "http://<host:port>": the request's Host header when it is a plain host[:port], else the
+ * listen address (loopback for a wildcard listen). emu_direct.c. */
+void emu_self_origin(const struct emu *e, struct emu_req *rq, struct emu_buf *out);
 /* Admin (emu_admin.c): everything under /__emulator/. */
 void emu_h_admin(struct emu *e, struct emu_req *rq);
 

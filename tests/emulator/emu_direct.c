@@ -161,13 +161,9 @@ static bool host_ok(const char *h)
 	return true;
 }
 
-/* "http://<host:port>/upload/<hash>/<id percent-encoded>": the request's Host header when
- * it is a plain host[:port], else the listen address (loopback for a wildcard listen). */
-static void upload_url(const struct emu *e, struct emu_req *rq, const char *id, size_t idlen,
-		       struct emu_buf *out)
+void emu_self_origin(const struct emu *e, struct emu_req *rq, struct emu_buf *out)
 {
 	const char *host = emu_req_header(rq, MHD_HTTP_HEADER_HOST);
-	size_t i;
 
 	emu_buf_puts(out, "http://");
 	if (host && host_ok(host)) {
@@ -182,6 +178,15 @@ static void upload_url(const struct emu *e, struct emu_req *rq, const char *id, 
 			h = "::1";
 		emu_buf_printf(out, "%s%s%s:%u", v6 ? "[" : "", h, v6 ? "]" : "", e->listen_port);
 	}
+}
+
+/* "<origin>/upload/<hash>/<id percent-encoded>" (origin: emu_self_origin). */
+static void upload_url(const struct emu *e, struct emu_req *rq, const char *id, size_t idlen,
+		       struct emu_buf *out)
+{
+	size_t i;
+
+	emu_self_origin(e, rq, out);
 	emu_buf_printf(out, "/upload/%s/", e->account_hash);
 	for (i = 0; i < idlen; i++) {
 		unsigned char c = (unsigned char)id[i];
@@ -315,7 +320,7 @@ void emu_h_direct_file(struct emu *e, struct emu_req *rq)
 	emu_form_release(&form);
 	if (!blob)
 		return;
-	if (emu_variants_names(&e->variants, e->account_hash, &vn)) {
+	if (emu_delivery_names(e, rq, &vn)) {
 		emu_blob_unref(blob);
 		free(filename);
 		emu_reply_error(rq, 500, 5500, "Internal Server Error");

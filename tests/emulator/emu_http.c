@@ -433,6 +433,8 @@ static void classify(struct emu *e, struct emu_req *rq)
 		else
 			rq->op = EMU_OP_OTHER;
 		atomic_fetch_add_explicit(&e->ops[rq->op], 1, memory_order_relaxed);
+	} else if (emu_delivery_match(&e->delivery, rq->path)) {
+		rq->is_delivery = true;
 	} else if (strncmp(rq->path, "/upload/", 8) == 0) {
 		rq->is_upload = true;
 		classify_upload(rq, rq->path + 8);
@@ -599,6 +601,8 @@ static void process(struct emu *e, struct emu_req *rq)
 			reply_too_large(rq);
 		else
 			emu_h_admin(e, rq);
+	} else if (rq->is_delivery) {
+		emu_h_delivery(e, rq);
 	} else if (rq->is_api || rq->is_upload || rq->is_batch) {
 		process_api(e, rq);
 		if (e->latency_ms > 0)

@@ -16,7 +16,7 @@
 
 static bool get_vnames(struct emu *e, struct emu_req *rq, struct emu_vnames *vn)
 {
-	if (emu_variants_names(&e->variants, e->account_hash, vn)) {
+	if (emu_delivery_names(e, rq, vn)) {
 		emu_reply_error(rq, 500, 5500, "Internal Server Error");
 		return false;
 	}

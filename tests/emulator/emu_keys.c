@@ -133,6 +133,17 @@ void emu_keys_release(struct emu_keys *k)
 	pthread_mutex_destroy(&k->lock);
 }
 
+size_t emu_keys_snapshot(struct emu_keys *k, struct emu_key *out, size_t max)
+{
+	size_t n;
+
+	pthread_mutex_lock(&k->lock);
+	n = k->n < max ? k->n : max;
+	memcpy(out, k->keys, n * sizeof(*out));
+	pthread_mutex_unlock(&k->lock);
+	return n;
+}
+
 static void reply_keys_locked(struct emu_req *rq, struct emu_keys *k)
 {
 	struct emu_buf b;

@@ -62,12 +62,16 @@ static void usage(FILE *f)
 		   "                         [--token TOKEN]... [--auth-key EMAIL:KEY]...\n"
 		   "                         [--latency-ms N] [--allowed N] [--threads N]\n"
 		   "                         [--rate-limit N/SECONDS] [--fault JSON]...\n"
+		   "                         [--delivery-url BASE]\n"
 		   "                         [--batch-token-ttl SECONDS] [--batch-rate N]\n"
 		   "                         [--refuse-batch-tokens]\n"
 		   "Prints the base URL http://HOST:PORT/client/v4 as the first stdout line when "
 		   "ready.\n"
 		   "Tokens may also come from IMAGESFS_EMULATOR_TOKEN, key pairs from\n"
-		   "IMAGESFS_EMULATOR_AUTH_KEY=EMAIL:KEY. See tests/emulator/README.md.\n");
+		   "IMAGESFS_EMULATOR_AUTH_KEY=EMAIL:KEY.\n"
+		   "Delivery: variants[] URLs are BASE/<hash>/<id>/<variant> (default: this\n"
+		   "server's own http://HOST:PORT/cdn); BASE's path is served here (libvips).\n"
+		   "See tests/emulator/README.md.\n");
 }
 
 static int add_token(struct emu *e, const char *tok)
@@ -186,6 +190,7 @@ enum {
 	OPT_THREADS,
 	OPT_RATE,
 	OPT_FAULT,
+	OPT_DELIVERY,
 	OPT_BATCH_TTL,
 	OPT_BATCH_RATE,
 	OPT_BATCH_REFUSE,
@@ -203,6 +208,7 @@ static const struct option long_opts[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"rate-limit", required_argument, NULL, OPT_RATE},
     {"fault", required_argument, NULL, OPT_FAULT},
+    {"delivery-url", required_argument, NULL, OPT_DELIVERY},
     {"batch-token-ttl", required_argument, NULL, OPT_BATCH_TTL},
     {"batch-rate", required_argument, NULL, OPT_BATCH_RATE},
     {"refuse-batch-tokens", no_argument, NULL, OPT_BATCH_REFUSE},
@@ -219,6 +225,7 @@ struct cli {
 	bool batch_refuse;
 	char **faults;
 	size_t nfaults;
+	const char *delivery_url;
 };
 
 static int parse_one(struct emu *e, struct cli *c, int opt, const char *arg)
@@ -273,6 +280,9 @@ static int parse_one(struct emu *e, struct cli *c, int opt, const char *arg)
 		c->faults[c->nfaults++] = (char *)arg;
 		return 0;
 	}
+	case OPT_DELIVERY:
+		c->delivery_url = arg;
+		return 0;
 	default:
 		return -EINVAL;
 	}
@@ -355,8 +365,10 @@ static int setup_state(struct emu *e, const struct cli *c)
 		goto err_store;
 	if ((rc = emu_variants_init(&e->variants, e->persist)))
 		goto err_keys;
+	if ((rc = emu_delivery_init(&e->delivery, c->delivery_url)))
+		goto err_delivery;
 	if ((rc = emu_faults_init(&e->faults)))
-		goto err_variants;
+		goto err_delivery;
 	if (c->rate_limit)
 		emu_faults_set_rate(&e->faults, c->rate_limit, c->rate_window);
 	if ((rc = emu_batch_init(&e->batch)))
@@ -378,7 +390,8 @@ err_batch:
 	emu_batch_release(&e->batch);
 err_faults:
 	emu_faults_release(&e->faults);
-err_variants:
+err_delivery:
+	emu_delivery_release(&e->delivery); /* also after a partial init */
 	emu_variants_release(&e->variants);
 err_keys:
 	emu_keys_release(&e->keys);
@@ -393,6 +406,7 @@ static void teardown_state(struct emu *e)
 {
 	emu_batch_release(&e->batch);
 	emu_faults_release(&e->faults);
+	emu_delivery_release(&e->delivery);
 	emu_variants_release(&e->variants);
 	emu_keys_release(&e->keys);
 	emu_store_release(&e->store);
@@ -432,8 +446,12 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread inherits the mask */
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		goto out;
-	if (setup_state(&e, &c))
+	if (emu_render_init(argv[0])) {
+		fprintf(stderr, "imagesfs-emulator: cannot initialise libvips\n");
 		goto out_curl;
+	}
+	if (setup_state(&e, &c))
+		goto out_vips;
 	if (emu_delay_start(&e.delay) || emu_http_start(&e)) {
 		emu_delay_stop(&e.delay);
 		emu_delay_release(&e.delay);
@@ -447,6 +465,8 @@ int main(int argc, char **argv)
 	rc = 0;
 out_state:
 	teardown_state(&e);
+out_vips:
+	emu_render_shutdown();
 out_curl:
 	curl_global_cleanup();
 out:

@@ -634,10 +634,8 @@ void emu_image_to_json(const struct emu_image *im, const struct emu_vnames *vn, 
 	emu_format_time(im->uploaded_ms, ts);
 	emu_buf_printf(out, ",\"uploaded\":\"%s\",\"variants\":[", ts);
 	for (i = 0; vn && i < vn->n; i++) {
-		emu_buf_puts(out,
-			     i ? ",\"https://imagedelivery.net/" : "\"https://imagedelivery.net/");
-		emu_buf_puts(out, vn->hash);
-		emu_buf_add(out, "/", 1);
+		emu_buf_puts(out, i ? ",\"" : "\"");
+		emu_buf_puts(out, vn->prefix);
 		/* the id goes in verbatim (docs); JSON-escape it without the quotes */
 		{
 			size_t start = out->len;
@@ -798,6 +796,23 @@ struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t 
 	if (im && im->blob) {
 		b = im->blob;
 		emu_blob_ref(b);
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return b;
+}
+
+struct emu_blob *emu_store_get_delivery(struct emu_store *s, const char *id, size_t idlen,
+					bool *require_signed)
+{
+	struct emu_image *im;
+	struct emu_blob *b = NULL;
+
+	pthread_rwlock_rdlock(&s->lock);
+	im = find_locked(s, id, idlen);
+	if (im && im->blob) {
+		b = im->blob;
+		emu_blob_ref(b);
+		*require_signed = im->require_signed;
 	}
 	pthread_rwlock_unlock(&s->lock);
 	return b;

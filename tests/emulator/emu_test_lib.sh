@@ -63,10 +63,13 @@ def is_image(o, meta=False, variants=('public',)):
     assert o['creator'] is None or isinstance(o['creator'], str)
     assert isinstance(o['requireSignedURLs'], bool)
     assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z', o['uploaded']), o['uploaded']
-    want = ['https://imagedelivery.net/%s/%s/%s' % (HASH or o['variants'][0].split('/')[3], o['id'], v)
-            for v in variants]
+    # delivery base: the emulator's own origin + /cdn (DELIVERY_BASE), hash the next segment
+    dbase = os.environ.get('DELIVERY_BASE', '')
+    assert o['variants'][0].startswith(dbase + '/'), 'variant %s not under %s' % (o['variants'][0], dbase)
+    vhash = o['variants'][0][len(dbase) + 1:].split('/')[0]
+    want = ['%s/%s/%s/%s' % (dbase, HASH or vhash, o['id'], v) for v in variants]
     assert o['variants'] == want, 'variants %s != %s' % (o['variants'], want)
-    assert re.fullmatch(r'[A-Za-z0-9_-]{22}', o['variants'][0].split('/')[3])
+    assert re.fullmatch(r'[A-Za-z0-9_-]{22}', vhash)
     if meta:
         assert isinstance(o['meta'], dict)
     return True
@@ -101,6 +104,7 @@ emu_start() {
 	done
 	[[ -n $BASE ]] || fail "emulator did not print its base URL (args: $*)"
 	HOSTURL=${BASE%/client/v4}
+	export DELIVERY_BASE=$HOSTURL/cdn
 }
 
 # emu_stop: SIGTERM, expects a clean exit 0 within 10 s (ASan leak reports make it non-zero).

@@ -332,7 +332,7 @@ static void store_image(struct emu *e, struct emu_req *rq, struct emu_image *im,
 	struct emu_buf b;
 	int rc, tries;
 
-	if (emu_variants_names(&e->variants, e->account_hash, &vn)) {
+	if (emu_delivery_names(e, rq, &vn)) {
 		emu_image_free(im);
 		emu_reply_error(rq, 500, 5500, "Internal Server Error");
 		return;

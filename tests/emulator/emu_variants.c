@@ -246,7 +246,7 @@ void emu_variants_release(struct emu_variants *vs)
 	pthread_mutex_destroy(&vs->lock);
 }
 
-int emu_variants_names(struct emu_variants *vs, const char *hash, struct emu_vnames *out)
+int emu_variants_names(struct emu_variants *vs, const char *prefix, struct emu_vnames *out)
 {
 	size_t i, total = 0;
 	char *p;
@@ -269,15 +269,33 @@ int emu_variants_names(struct emu_variants *vs, const char *hash, struct emu_vna
 		p += l;
 	}
 	out->n = vs->n;
-	out->hash = hash;
+	out->prefix = prefix;
+	out->prefix_owned = NULL;
 	pthread_mutex_unlock(&vs->lock);
 	return 0;
+}
+
+bool emu_variants_find(struct emu_variants *vs, const char *id, size_t idlen,
+		       struct emu_variant *out)
+{
+	ssize_t i;
+
+	if (idlen == 0 || idlen > EMU_MAX_VARIANT_ID || strlen(id) != idlen)
+		return false;
+	pthread_mutex_lock(&vs->lock);
+	i = find_locked(vs, id);
+	if (i >= 0)
+		*out = vs->v[i];
+	pthread_mutex_unlock(&vs->lock);
+	return i >= 0;
 }
 
 void emu_vnames_release(struct emu_vnames *vn)
 {
 	free(vn->names);
+	free(vn->prefix_owned);
 	vn->names = NULL;
+	vn->prefix_owned = NULL;
 	vn->n = 0;
 }
 

@@ -41,6 +41,9 @@ const { default: Cloudflare, toFile, APIError, NotFoundError, ConflictError, Aut
 	await import('cloudflare');
 
 const BASE_URL = process.env.CLOUDFLARE_BASE_URL;
+// Path prefix of the delivery base (the emulator serves delivery under /cdn; "" for
+// imagedelivery.net itself).
+const DELIVERY_PATH = process.env.IMAGES_DELIVERY_PATH || '';
 const TOKEN = process.env.CLOUDFLARE_API_TOKEN;
 const ACCOUNT = process.env.CLOUDFLARE_ACCOUNT_ID;
 const AUTH_EMAIL = process.env.CLOUDFLARE_EMAIL;
@@ -208,8 +211,8 @@ function assertVariantUrls(img) {
 	for (const u of img.variants) {
 		assert.equal(typeof u, 'string');
 		const url = new URL(u);
-		assert.ok(url.pathname.startsWith('/'), u);
-		const parts = url.pathname.split('/');
+		assert.ok(url.pathname.startsWith(DELIVERY_PATH + '/'), u);
+		const parts = url.pathname.slice(DELIVERY_PATH.length).split('/');
 		// /<account hash>/<image id (may contain '/')>/<variant>
 		assert.ok(parts.length >= 4 && parts[1].length > 0, `bad delivery URL ${u}`);
 		assert.equal(decodeURIComponent(parts.slice(2, -1).join('/')), img.id, `URL ${u} does not carry id`);

@@ -7,6 +7,12 @@ target_link_libraries(test_api PRIVATE imagesfs_api PkgConfig::CHECK)
 add_test(NAME unit_api COMMAND test_api)
 set_tests_properties(unit_api PROPERTIES TIMEOUT 300 LABELS unit)
 
+# Signed delivery URLs (api/api_sign.c) against the documented example.
+add_executable(test_api_sign ${CMAKE_CURRENT_LIST_DIR}/test_api_sign.c)
+target_link_libraries(test_api_sign PRIVATE imagesfs_api PkgConfig::CHECK)
+add_test(NAME unit_api_sign COMMAND test_api_sign)
+set_tests_properties(unit_api_sign PROPERTIES TIMEOUT 60 LABELS unit)
+
 # The batch token pool (tests/unit/test_api_batch.c), no server.
 add_executable(test_api_batch ${CMAKE_CURRENT_LIST_DIR}/test_api_batch.c)
 target_link_libraries(test_api_batch PRIVATE imagesfs_api PkgConfig::CHECK)

@@ -4,7 +4,8 @@ add_executable(test_fs ${CMAKE_CURRENT_LIST_DIR}/test_fs.c
                        ${CMAKE_SOURCE_DIR}/fs/fs_node.c ${CMAKE_SOURCE_DIR}/fs/fs_list.c
                        ${CMAKE_SOURCE_DIR}/fs/fs_log.c ${CMAKE_SOURCE_DIR}/fs/fs_xattr.c
                        ${CMAKE_SOURCE_DIR}/fs/fs_times.c ${CMAKE_SOURCE_DIR}/fs/fs_local.c
-                       ${CMAKE_SOURCE_DIR}/fs/fs_control.c)
+                       ${CMAKE_SOURCE_DIR}/fs/fs_control.c
+                       ${CMAKE_SOURCE_DIR}/fs/fs_deliver.c ${CMAKE_SOURCE_DIR}/fs/fs_special.c)
 target_compile_definitions(test_fs PRIVATE IMAGESFS_VERSION="${PROJECT_VERSION}")
 target_include_directories(test_fs PRIVATE ${CMAKE_SOURCE_DIR}/fs)
 target_link_libraries(test_fs PRIVATE imagesfs_api imagesfs_cache imagesfs_journal PkgConfig::FUSE3 PkgConfig::CHECK
