@@ -3,7 +3,8 @@
 # the file's size and mtime in their metadata like synchronous uploads, and an old image the
 # journal puts back (a refused replace) carries its own old size and mtime, never the new
 # file's. Checked after a remount with an EMPTY cache dir, so the sizes and mtimes can only
-# come from the listing; the stamp costs no request beyond the uploads.
+# come from the listing; the stamp costs no request beyond the uploads. The same for the old
+# image a synchronous replace puts back (fs_upload.c, JOURNAL_REPLACE).
 # shellcheck disable=SC2119 # emu_start takes no arguments here
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -64,5 +65,11 @@ cp "$E2E_T/bad.png" "$I/wb/p1.png" || fail "cp of the refused bytes"
 remount_empty_cache ""
 for ((i = 0; i < N; i++)); do same_stat "$S/p$i.png" "$I/wb/p$i.png"; done
 cmp "$S/p1.png" "$I/wb/p1.png" || fail "restored p1.png differs"
+
+log "the same without write-back: the journal restores the old image with its stamp"
+cp "$E2E_T/bad.png" "$I/wb/p2.png" 2>/dev/null && fail "cp of the refused bytes succeeded"
+remount_empty_cache ""
+for ((i = 0; i < N; i++)); do same_stat "$S/p$i.png" "$I/wb/p$i.png"; done
+cmp "$S/p2.png" "$I/wb/p2.png" || fail "restored p2.png differs"
 umount_fs "$M"
 log "ok"
