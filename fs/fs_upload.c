@@ -544,25 +544,53 @@ static void settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, co
 	 * state the journal brings the account back to; fs_journal_on_restored updates it. */
 }
 
-/* Records the intent to replace the image at id (its bytes pinned, see journal.h). */
-static int journal_replace(struct fs_ctx *fs, const char *id, const char *src_id,
-			   const struct fs_attrs *old, int64_t old_version, int old_fd,
-			   uint64_t *seq)
+/* The metadata to put the old image (node on, attributes old, bytes old_fd) back with: its
+ * user metadata and its stamp (fs_times.c): the size of its bytes and its stored mtime (not
+ * one set here and not stored yet). *out malloc'd, NULL when empty. 0 or -errno. */
+static int old_meta(struct fs_ctx *fs, struct fs_node *on, const struct fs_attrs *old, int old_fd,
+		    const char *id, char **out)
 {
+	struct stat st;
+	*out = NULL;
+	if (!old)
+		return 0;
+	pthread_mutex_lock(&fs->lock);
+	int mtime = on && (on->flags & FS_NF_MTIME) && !(on->flags & FS_NF_TIMES);
+	pthread_mutex_unlock(&fs->lock);
+	int64_t size = fstat(old_fd, &st) == 0 ? (int64_t)st.st_size : -1;
+	int rc = fs_stamp_meta(fs, old->meta, mtime, old->mtime_ns, size, id, out, NULL);
+	if (rc == 0 && !strcmp(*out, "{}")) {
+		free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+/* Records the intent to replace the image at id (its bytes pinned, see journal.h); on is
+ * the node of that image (for its stamp). */
+static int journal_replace(struct fs_ctx *fs, struct fs_node *on, const char *id,
+			   const char *src_id, const struct fs_attrs *old, int64_t old_version,
+			   int old_fd, uint64_t *seq)
+{
+	char *meta;
+	if (!fs->journal)
+		return -EIO;
+	int rc = old_meta(fs, on, old, old_fd, id, &meta);
+	if (rc < 0)
+		return rc == -ENOMEM ? rc : -EIO;
 	struct journal_intent in = {
 	    .op = src_id ? JOURNAL_RENAME : JOURNAL_REPLACE,
 	    .id = id,
 	    .src_id = src_id,
 	    .old_version = old_fd >= 0 ? old_version : 0,
 	    .old_fd = old_fd,
-	    .meta = old ? old->meta : NULL,
+	    .meta = meta,
 	    .creator = old ? old->creator : NULL,
 	    .filename = old ? old->filename : NULL,
 	    .rsu = old ? old->rsu : 0,
 	};
-	if (!fs->journal)
-		return -EIO;
-	int rc = journal_begin(fs->journal, &in, seq);
+	rc = journal_begin(fs->journal, &in, seq);
+	free(meta);
 	return rc == -ENOMEM || rc == -ENOSPC || rc == -EDQUOT ? rc : rc < 0 ? -EIO : 0;
 }
 
@@ -580,7 +608,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 		return upload_fd_err(fs, id, new_fd, url, old, strrchr(path, '/') + 1, path, out, err);
 	if (rc < 0)
 		return rc;
-	rc = journal_replace(fs, id, NULL, old, old_version, old_fd, &seq);
+	rc = journal_replace(fs, n, id, NULL, old, old_version, old_fd, &seq);
 	close(old_fd);
 	if (rc < 0)
 		return rc; /* nothing deleted: the undo is not durable */
@@ -1010,7 +1038,7 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	/* A scratch source onto a new name deletes nothing: no intent to record. */
 	int journaled = !src->scratch || dfd >= 0;
 	if (journaled)
-		rc = journal_replace(fs, dst->id, src->scratch ? NULL : src->id,
+		rc = journal_replace(fs, dst->n, dst->id, src->scratch ? NULL : src->id,
 				     dfd >= 0 ? &dst->a : NULL, dst->version, dfd, &seq);
 	if (dfd >= 0)
 		close(dfd);

@@ -144,10 +144,41 @@ int fs_wb_wait_ino(struct fs_ctx *fs, fuse_ino_t ino)
 	return rc;
 }
 
+/* The metadata objects of an upload entry, each with its own stamp (fs_times.c): *new_meta
+ * for the staged bytes (a's mtime, their size), *old_meta for the image they replace, should
+ * the journal put it back (its size; its mtime when the node still holds the stored one).
+ * An empty old object is NULL, and so is the new one then (journal.h: NULL = meta). 0 or
+ * -errno. */
+static int stage_metas(struct fs_ctx *fs, const struct fs_attrs *a, int old_mtime, int64_t old_size,
+		       uint64_t size, const char *path, char **new_meta, char **old_meta)
+{
+	*new_meta = *old_meta = NULL;
+	int rc = fs_stamp_meta(fs, a->meta, a->has_mtime, a->mtime_ns, (int64_t)size, path,
+			       new_meta, NULL);
+	if (rc == 0)
+		rc = fs_stamp_meta(fs, a->meta, old_mtime, a->mtime_ns, old_size, path, old_meta,
+				   NULL);
+	if (rc == 0 && !strcmp(*old_meta, "{}")) {
+		free(*old_meta);
+		*old_meta = NULL;
+		if (!strcmp(*new_meta, "{}")) {
+			free(*new_meta);
+			*new_meta = NULL;
+		}
+	}
+	if (rc < 0) {
+		free(*new_meta);
+		*new_meta = NULL;
+	}
+	return rc;
+}
+
 /* Journals the staged bytes (fd) of n for upload: the write-back flush. */
 int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
 {
 	struct fs_attrs a;
+	char *new_meta = NULL, *old_meta = NULL;
+	uint64_t old_size = 0;
 	int rc = fs_wb_wait_node(fs, n); /* an earlier upload of this path goes first */
 	if (rc < 0 && rc != -EIO)
 		return rc;
@@ -156,13 +187,19 @@ int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
 	int64_t version = n->uploaded_ms;
 	char *id = fs_node_id_locked(fs, n);
 	char *path = fs_node_path_locked(fs, n);
+	/* the node's mtime is the old image's unless set here and not stored yet */
+	int old_mtime = (n->flags & FS_NF_MTIME) && !(n->flags & FS_NF_TIMES);
 	rc = fs_attrs_copy_locked(n, &a);
 	pthread_mutex_unlock(&fs->lock);
 	int old_fd = -1;
 	if (rc < 0 || !id || !path)
 		rc = -ENOMEM;
-	else if (!pending && (rc = fs_blob_fd(fs, id, version, path, &old_fd, NULL)) == -ENOENT)
+	else if (!pending &&
+		 (rc = fs_blob_fd(fs, id, version, path, &old_fd, &old_size)) == -ENOENT)
 		rc = 0, old_fd = -1; /* gone elsewhere: a plain upload */
+	if (rc == 0)
+		rc = stage_metas(fs, &a, old_mtime, old_fd >= 0 ? (int64_t)old_size : -1, size,
+				 path, &new_meta, &old_meta);
 	if (rc == 0) {
 		free(a.filename);
 		a.filename = strdup(n->name);
@@ -171,7 +208,8 @@ int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
 					    .old_version = old_fd >= 0 ? version : 0,
 					    .old_fd = old_fd,
 					    .new_fd = fd,
-					    .meta = a.meta,
+					    .meta = old_meta,
+					    .new_meta = new_meta,
 					    .creator = a.creator,
 					    .filename = a.filename,
 					    .rsu = a.rsu};
@@ -191,6 +229,8 @@ int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
 		       (unsigned long long)size);
 	}
 	fs_attrs_release(&a);
+	free(new_meta);
+	free(old_meta);
 	free(id);
 	free(path);
 	return rc;

@@ -15,6 +15,7 @@
  *     pin <name>|-            cache pin (cache_pin) holding that image's bytes
  *     newpin <name>|-         upload: pin holding the bytes to upload
  *     meta <escaped>|-        attributes to upload it back with
+ *     newmeta <escaped>       upload, optional: metadata of the new image (else meta)
  *     creator <escaped>|-
  *     filename <escaped>|-
  *     rsu 0|1
@@ -153,6 +154,7 @@ void journal_entry_free(struct jentry *e)
 	free(e->id);
 	free(e->src);
 	free(e->meta);
+	free(e->new_meta);
 	free(e->creator);
 	free(e->filename);
 	free(e);
@@ -196,6 +198,7 @@ static int entry_format(FILE *f, const struct jentry *e)
 	    fprintf(f, "old_version %" PRId64 "\n", e->old_version) < 0 ||
 	    esc_put(f, "pin", e->pinned ? pin : NULL) ||
 	    esc_put(f, "newpin", e->new_pinned ? newpin : NULL) || esc_put(f, "meta", e->meta) ||
+	    (e->new_meta && esc_put(f, "newmeta", e->new_meta)) ||
 	    esc_put(f, "creator", e->creator) || esc_put(f, "filename", e->filename) ||
 	    fprintf(f, "rsu %d\nend\n", e->rsu ? 1 : 0) < 0)
 		return -EIO;
@@ -287,6 +290,7 @@ static int parse_field(struct jentry *e, const char *key, const char *val, int *
 	char **dst = !strcmp(key, "id")		? &e->id
 		     : !strcmp(key, "src")	? &e->src
 		     : !strcmp(key, "meta")	? &e->meta
+		     : !strcmp(key, "newmeta")	? &e->new_meta
 		     : !strcmp(key, "creator")	? &e->creator
 		     : !strcmp(key, "filename") ? &e->filename
 						: NULL;
@@ -561,6 +565,7 @@ int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *
 	int rc = -ENOMEM;
 	if (!(e->id = strdup(in->id)) || (in->src_id && !(e->src = strdup(in->src_id))) ||
 	    (in->meta && !(e->meta = strdup(in->meta))) ||
+	    (in->new_meta && !(e->new_meta = strdup(in->new_meta))) ||
 	    (in->creator && !(e->creator = strdup(in->creator))) ||
 	    (in->filename && !(e->filename = strdup(in->filename))))
 		goto fail;

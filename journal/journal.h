@@ -70,9 +70,14 @@ struct journal_intent {
 	int old_fd;	     /* its bytes (read from offset 0) to pin; -1 = none */
 	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (pinned too); else -1 */
 	/* Attributes to upload the old image back with (replace, or rename onto an image);
-	 * for JOURNAL_UPLOAD also those of the new image (a replace keeps them). */
+	 * for JOURNAL_UPLOAD also those of the new image (a replace keeps them). meta is the
+	 * metadata object exactly as it is to be stored (for the old image: with its own
+	 * stamp, api_stamp.h). */
 	const char *meta, *creator, *filename;
 	int rsu;
+	/* JOURNAL_UPLOAD: the metadata object to store with the new bytes (their stamp: new
+	 * size and mtime); NULL = meta. Never used for the old image. */
+	const char *new_meta;
 };
 
 /* Opens (creating) cfg->dir and loads unfinished entries left by an earlier run; they are

@@ -17,6 +17,7 @@ struct jentry {
 	uint64_t seq;
 	int op;
 	char *id, *src, *meta, *creator, *filename;
+	char *new_meta; /* JOURNAL_UPLOAD: metadata of the new image; NULL = meta */
 	int rsu;
 	int64_t old_version;
 	int pinned;	/* pin journal-<seq>: the old image */

@@ -64,7 +64,7 @@ static int upload_pin(struct journal *j, const struct jentry *e, int fresh, stru
 	    .id = e->id,
 	    .fd = fd,
 	    .filename = e->filename,
-	    .metadata_json = e->meta,
+	    .metadata_json = fresh && e->new_meta ? e->new_meta : e->meta,
 	    .creator = e->creator,
 	    .require_signed_urls = e->rsu ? 1 : -1,
 	};

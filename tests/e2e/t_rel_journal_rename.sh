@@ -67,9 +67,12 @@ done
 faults_clear
 cmp -s "$E2E_T/c.png" "$E2E_T/got" || fail "c.png does not hold its old bytes"
 api_image_json c.png | python3 -c '
-import json, sys
+import json, os, sys
 d = json.load(sys.stdin)
-assert d.get("meta") == {"c": 3} and d.get("creator") == "cy", d' || fail "c.png attributes"
+m = dict(d.get("meta") or {})
+stamp = m.pop("imagesfs", "").split()  # the old image keeps its own size (fs_times.c)
+assert m == {"c": 3} and d.get("creator") == "cy", d
+assert "s=%d" % os.path.getsize(sys.argv[1]) in stamp, d' "$E2E_T/c.png" || fail "c.png attributes"
 api_blob b.png "$E2E_T/got" && cmp -s "$E2E_T/a.png" "$E2E_T/got" || fail "source b.png changed"
 for ((i = 0; i < 100 && ($(entries) > 0 || $(pins) > 0); i++)); do sleep 0.1; done
 expect_eq "journal entries at the end" "$(entries)" 0

@@ -302,6 +302,43 @@ START_TEST(test_settle_abandon)
 }
 END_TEST
 
+/* A write-back upload carries two metadata objects (each with its own stamp): new_meta goes
+ * with the new bytes, meta with the old image put back; both survive a reopen. */
+START_TEST(test_upload_metas)
+{
+	start_api();
+	fake_add_reply(&F, 200, NULL, DEL_OK);	/* DELETE of the old image */
+	fake_add_reply(&F, 400, NULL, BAD_IMG); /* the new bytes are refused */
+	fake_add_reply(&F, 200, NULL, IMG_OK);	/* the old image is put back */
+	struct journal *j = jopen();
+	int ofd = bytes_fd("OLDBYTES"), nfd = bytes_fd("NEWBYTES");
+	struct journal_intent in = {.op = JOURNAL_UPLOAD,
+				    .id = "x.png",
+				    .old_version = 1700000000000,
+				    .old_fd = ofd,
+				    .new_fd = nfd,
+				    .meta = "{\"imagesfs\":\"v1 s=8 old\"}",
+				    .new_meta = "{\"imagesfs\":\"v1 s=8 new\"}",
+				    .filename = "x.png"};
+	uint64_t seq = 0;
+	ck_assert_int_eq(journal_begin(j, &in, &seq), 0);
+	close(ofd);
+	close(nfd);
+	journal_close(j); /* not started: the entry stays on disk */
+	j = jopen();
+	ck_assert_int_eq(journal_settle(j, seq), JOURNAL_ABANDONED);
+	ck_assert_int_eq(fake_http_nreqs(&F), 3);
+	ck_assert_ptr_nonnull(strstr(F.reqs[0].head, "DELETE "));
+	ck_assert_ptr_nonnull(strstr(F.reqs[1].body, "NEWBYTES"));
+	ck_assert_ptr_nonnull(strstr(F.reqs[1].body, "v1 s=8 new"));
+	ck_assert_ptr_null(strstr(F.reqs[1].body, "v1 s=8 old"));
+	ck_assert_ptr_nonnull(strstr(F.reqs[2].body, "OLDBYTES"));
+	ck_assert_ptr_nonnull(strstr(F.reqs[2].body, "v1 s=8 old"));
+	ck_assert_ptr_null(strstr(F.reqs[2].body, "v1 s=8 new"));
+	journal_close(j);
+}
+END_TEST
+
 START_TEST(test_settle_rename)
 {
 	start_api();
@@ -357,6 +394,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_settle_unreachable_keeps);
 	tcase_add_test(tc, test_settle_abandon);
 	tcase_add_test(tc, test_settle_rename);
+	tcase_add_test(tc, test_upload_metas);
 	tcase_add_test(tc, test_background_retries);
 	suite_add_tcase(s, tc);
 	return s;
