@@ -1031,9 +1031,14 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	if (rc < 0)
 		return rc;
 	if (dst->n && !dst->pending &&
-	    (rc = fs_blob_fd(fs, dst->id, dst->version, dpath, &dfd, &size)) < 0 && rc != -ENOENT) {
-		close(sfd);
-		return rc;
+	    (rc = fs_blob_fd(fs, dst->id, dst->version, dpath, &dfd, &size)) < 0) {
+		if (rc != -ENOENT) {
+			if (sw)
+				scratch_src_done(fs, sw, 0);
+			close(sfd);
+			return rc;
+		}
+		rc = 0; /* gone elsewhere already: nothing to delete, a plain upload */
 	}
 	/* A scratch source onto a new name deletes nothing: no intent to record. */
 	int journaled = !src->scratch || dfd >= 0;

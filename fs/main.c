@@ -724,9 +724,9 @@ static int run_session(struct fs_ctx *fs, struct fuse_args *args, const struct f
 	fs_scratch_drop_all(fs);
 out_unmount:
 	fs_wb_drain(fs); /* the kernel is gone: pending uploads still run */
-	fs_inval_stop(fs);
 	journal_close(fs->journal); /* unfinished entries stay on disk for the next mount */
 	fs->journal = NULL;
+	fs_inval_stop(fs); /* after the journal's threads, which queue invalidations */
 	fuse_session_unmount(fs->se);
 out_signals:
 	fuse_remove_signal_handlers(fs->se);
