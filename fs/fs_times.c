@@ -156,8 +156,9 @@ int fs_img_set_mtime(struct fs_ctx *fs, struct fs_node *n, const struct timespec
 void fs_times_flush(struct fs_ctx *fs, struct fs_node *n)
 {
 	pthread_mutex_lock(&fs->lock);
+	/* a journaled write-back upload (FS_NF_WB) carries the mtime in its stamp */
 	int todo = (n->flags & FS_NF_TIMES) && (n->flags & FS_NF_LINKED) &&
-		   !(n->flags & FS_NF_PENDING) && !fs->cfg.stamp_off;
+		   !(n->flags & (FS_NF_PENDING | FS_NF_WB)) && !fs->cfg.stamp_off;
 	int64_t ns = n->mtime_ns;
 	pthread_mutex_unlock(&fs->lock);
 	if (todo)

@@ -60,6 +60,18 @@ emu_stats_reset
 for ((i = 0; i < N; i++)); do same_stat "$S/p$i.png" "$I/wb/p$i.png"; done
 ops_check "stat after remount" "o['images.list_v2'] == 1 and t == 1"
 
+log "cp -p onto an existing image with -o writeback: the new size and mtime, no PATCH"
+cp "$S/p5.png" "$E2E_T/q.png" && head -c 11 /dev/urandom >>"$E2E_T/q.png"
+touch -d "@1400000000" "$E2E_T/q.png"
+emu_stats_reset
+cp -p "$E2E_T/q.png" "$I/wb/p3.png" || fail "cp -p onto p3.png"
+"$IMAGESFS_BIN/imagesfs" sync "$M" || fail "imagesfs sync after the replace"
+ops_check "write-back replace" "o['images.upload'] == 1 and o['images.delete'] == 1 and o.get('images.edit', 0) == 0"
+cp -p "$E2E_T/q.png" "$S/p3.png" # the expected state from here on
+remount_empty_cache writeback
+same_stat "$S/p3.png" "$I/wb/p3.png"
+cmp "$S/p3.png" "$I/wb/p3.png" || fail "replaced p3.png differs"
+
 log "write-back replace refused by the API: the old image is back with its old size and mtime"
 cp "$E2E_T/bad.png" "$I/wb/p1.png" || fail "cp of the refused bytes"
 "$IMAGESFS_BIN/imagesfs" sync "$M" && fail "imagesfs sync exited 0 for a refused upload"
