@@ -214,20 +214,28 @@ int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
 					    .filename = a.filename,
 					    .rsu = a.rsu};
 		uint64_t seq;
+		/* Marked before journal_begin: a worker may store the entry, and call
+		 * fs_wb_on_upload (which acts only on FS_NF_WB nodes), before it returns. */
+		pthread_mutex_lock(&fs->lock);
+		uint32_t had = n->flags & (FS_NF_WB | FS_NF_SIZE);
+		uint32_t had_size = n->size;
+		n->flags |= FS_NF_WB | FS_NF_SIZE;
+		n->size = (uint32_t)size;
+		pthread_mutex_unlock(&fs->lock);
 		rc = journal_begin(fs->journal, &in, &seq);
-		if (rc < 0)
+		if (rc < 0) {
+			pthread_mutex_lock(&fs->lock);
+			n->flags = (n->flags & ~(uint32_t)(FS_NF_WB | FS_NF_SIZE)) | had;
+			n->size = had_size;
+			pthread_mutex_unlock(&fs->lock);
 			rc = rc == -ENOSPC || rc == -EDQUOT || rc == -ENOMEM ? rc : -EIO;
+		}
 	}
 	if (old_fd >= 0)
 		close(old_fd);
-	if (rc == 0) {
-		pthread_mutex_lock(&fs->lock);
-		n->flags |= FS_NF_WB | FS_NF_SIZE;
-		n->size = size;
-		pthread_mutex_unlock(&fs->lock);
+	if (rc == 0)
 		fs_log(FS_LOG_DEBUG, "staged '%s' (%llu bytes) for upload", path,
 		       (unsigned long long)size);
-	}
 	fs_attrs_release(&a);
 	free(new_meta);
 	free(old_meta);

@@ -190,7 +190,9 @@ upload:
 	rc = upload_pin(j, e, 1, out, &err);
 	if (rc == 0)
 		return JOURNAL_AFTER;
-	if (!refused(rc, &err))
+	/* -EEXIST: another image (not these bytes) holds the id, which the entry did not
+	 * expect; a retry's GET would take it for ours. Keep the bytes, as for a refusal. */
+	if (!refused(rc, &err) && rc != -EEXIST)
 		return rc;
 	struct api_err oerr;
 	int orc = e->pinned ? upload_pin(j, e, 0, NULL, &oerr) : 0;
