@@ -95,12 +95,11 @@ void fs_journal_on_restored(void *arg, const struct api_image *img)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-int fs_wb_wait_node(struct fs_ctx *fs, struct fs_node *n)
+/* Called with fs->lock held, returns with it released: waits for the journal entries of
+ * n's id when n has a write-back upload pending. 0, or journal_wait_id's -errno. */
+static int wb_wait_unlock(struct fs_ctx *fs, struct fs_node *n)
 {
-	if (!fs->journal)
-		return 0;
-	pthread_mutex_lock(&fs->lock);
-	int wb = n && n->kind == FS_K_IMG && (n->flags & FS_NF_WB);
+	int wb = fs->journal && n && n->kind == FS_K_IMG && (n->flags & FS_NF_WB);
 	char *id = wb ? fs_node_id_locked(fs, n) : NULL;
 	pthread_mutex_unlock(&fs->lock);
 	if (!wb)
@@ -112,36 +111,23 @@ int fs_wb_wait_node(struct fs_ctx *fs, struct fs_node *n)
 	return rc;
 }
 
+int fs_wb_wait_node(struct fs_ctx *fs, struct fs_node *n)
+{
+	pthread_mutex_lock(&fs->lock);
+	return wb_wait_unlock(fs, n);
+}
+
 int fs_wb_wait_child(struct fs_ctx *fs, struct fs_node *dir, const char *name)
 {
 	pthread_mutex_lock(&fs->lock);
-	struct fs_node *n = fs_node_child_locked(fs, dir, name);
-	int wb = n && (n->flags & FS_NF_WB);
-	char *id = wb ? fs_node_id_locked(fs, n) : NULL;
-	pthread_mutex_unlock(&fs->lock);
-	if (!wb || !fs->journal)
-		return 0;
-	if (!id)
-		return -ENOMEM;
-	int rc = journal_wait_id(fs->journal, id, FS_WB_WAIT_MS);
-	free(id);
+	int rc = wb_wait_unlock(fs, fs_node_child_locked(fs, dir, name));
 	return rc == -EIO ? 0 : rc; /* refused: the operation sees what is stored */
 }
 
 int fs_wb_wait_ino(struct fs_ctx *fs, fuse_ino_t ino)
 {
 	pthread_mutex_lock(&fs->lock);
-	struct fs_node *n = fs_node_get_locked(fs, ino);
-	int wb = n && n->kind == FS_K_IMG && (n->flags & FS_NF_WB);
-	char *id = wb ? fs_node_id_locked(fs, n) : NULL;
-	pthread_mutex_unlock(&fs->lock);
-	if (!wb || !fs->journal)
-		return 0;
-	if (!id)
-		return -ENOMEM;
-	int rc = journal_wait_id(fs->journal, id, FS_WB_WAIT_MS);
-	free(id);
-	return rc;
+	return wb_wait_unlock(fs, fs_node_get_locked(fs, ino));
 }
 
 /* The metadata objects of an upload entry, each with its own stamp (fs_times.c): *new_meta
