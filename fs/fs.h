@@ -423,7 +423,7 @@ int fs_img_mkdir(struct fs_ctx *fs, struct fs_node *dir, const char *name,
 int fs_img_rmdir(struct fs_ctx *fs, struct fs_node *dir, const char *name);
 int fs_img_unlink(struct fs_ctx *fs, struct fs_node *dir, const char *name);
 
-/* ---- fs_upload.c: creating, writing, uploading, replacing, renaming ---------- */
+/* ---- fs_upload.c, fs_rename.c: creating, writing, uploading, replacing, renaming --- */
 void fs_img_create(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name,
 		   struct fuse_file_info *fi);
 /* Opens n for writing (O_TRUNC required for uploaded images). */
