@@ -301,6 +301,12 @@ struct fs_fh {
 	pthread_mutex_t buf_lock;
 };
 
+/* Adds directory entry idx of fh (0 ".", 1 "..", then fh's snapshot) to buf, which has room
+ * bytes, as readdirplus does when plus (fs->lock held). Returns the bytes used, 0 when the
+ * entry does not fit, (size_t)-1 to skip it (gone since opendir). */
+typedef size_t (*fs_dirent_fn)(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t idx,
+			       char *buf, size_t room, int plus);
+
 /* ---- fs_log.c ---------------------------------------------------------------- */
 enum { FS_LOG_ERR, FS_LOG_WARN, FS_LOG_INFO, FS_LOG_DEBUG };
 void fs_log_init(int use_syslog, int debug);
@@ -409,6 +415,10 @@ void fs_var_free_locked(struct fs_ctx *fs);
 int fs_img_recheck(struct fs_ctx *fs, struct fs_node *n);
 /* Whether n is a listed name that fs_img_recheck would check now. */
 int fs_img_recheck_due_locked(struct fs_ctx *fs, struct fs_node *n);
+/* The API says n's image is gone: n (uploaded as `version`) leaves the table unless it was
+ * uploaded again or is being written here meanwhile; a sub-directory it empties stays, as
+ * one made here. Takes fs->lock. */
+void fs_img_drop_gone(struct fs_ctx *fs, struct fs_node *n, int64_t version);
 
 /* ---- fs_images.c: lookup and reading ----------------------------------------- */
 void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name);
@@ -597,9 +607,9 @@ void fs_rend_lookup(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t parent, const 
 /* Only for inodes below renditions/ (renditions/ itself is a table node). */
 void fs_rend_getattr(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino);
 void fs_rend_opendir(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse_file_info *fi);
-/* fh of kind FS_FH_REND_DIR; released with fs_fh_free. */
-void fs_rend_readdir(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off,
-		     int plus);
+/* fh of kind FS_FH_REND_DIR (released with fs_fh_free): its entries for fs_ops.c's readdir. */
+size_t fs_rend_dirent_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t idx,
+			     char *buf, size_t room, int plus);
 /* Fetches the rendition through the cache (EROFS for writes); fh kind FS_FH_REND. */
 void fs_rend_open(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_rend_read(fuse_req_t req, struct fs_fh *fh, size_t size, off_t off);

@@ -237,19 +237,6 @@ int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *p
 	return rc;
 }
 
-/* An image the API says is gone leaves the table. */
-static void drop_gone(struct fs_ctx *fs, struct fs_node *n, int64_t version)
-{
-	pthread_mutex_lock(&fs->lock);
-	if ((n->flags & FS_NF_LINKED) && n->uploaded_ms == version && !(n->u.img && n->u.img->w)) {
-		struct fs_node *dir = n->parent;
-		fs_node_drop_locked(fs, n);
-		if (!dir->u.first_child && dir->ino != FS_INO_IMAGES)
-			dir->flags |= FS_NF_LOCALDIR;
-	}
-	pthread_mutex_unlock(&fs->lock);
-}
-
 static void reply_open_fh(fuse_req_t req, struct fs_ctx *fs, struct fuse_file_info *fi,
 			  struct fs_fh *fh)
 {
@@ -302,7 +289,7 @@ again:
 		free(id);
 		free(path);
 		if (rc == -ENOENT)
-			drop_gone(fs, n, version);
+			fs_img_drop_gone(fs, n, version);
 		if (rc < 0)
 			return rc;
 	}

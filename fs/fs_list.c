@@ -557,8 +557,7 @@ int fs_images_refresh(struct fs_ctx *fs, int force)
 
 #define RECHECK_PER_PAGE 10000 /* images per v2 list request (api_images_list default) */
 
-/* An image the API says is gone leaves the table (unless written here meanwhile). */
-static void recheck_drop(struct fs_ctx *fs, struct fs_node *n, int64_t version)
+void fs_img_drop_gone(struct fs_ctx *fs, struct fs_node *n, int64_t version)
 {
 	pthread_mutex_lock(&fs->lock);
 	if ((n->flags & FS_NF_LINKED) && n->uploaded_ms == version && !(n->u.img && n->u.img->w)) {
@@ -578,7 +577,7 @@ static int recheck_get(struct fs_ctx *fs, struct fs_node *n, char *id, char *pat
 	struct api_err err;
 	int rc = api_image_get(fs->api, id, &img, &err);
 	if (rc == -ENOENT) {
-		recheck_drop(fs, n, version);
+		fs_img_drop_gone(fs, n, version);
 		rc = -ENOENT;
 	} else if (rc < 0) {
 		fs_log_api("re-check", path, rc, &err);

@@ -180,8 +180,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* Mode and owner changes: accepted and ignored on images and directories (modes come from
  * umask=, owners from uid=/gid=; the API stores neither), so `rsync -a`, `cp -a` and `mv`
- * exit 0. The root, stats and .imagesfs/ are fixed (EPERM). Times are stored on images (fs_times.c) and
- * accepted without effect elsewhere. Returns 0 or -errno; never changes anything. */
+ * exit 0. The root, stats and .imagesfs/ are fixed (EPERM). Times are stored on images (fs_times.c)
+ * and accepted without effect elsewhere. Returns 0 or -errno; never changes anything. */
 static int setattr_check_locked(struct fs_ctx *fs, struct fs_node *n, const struct stat *attr,
 				int to_set)
 {
@@ -268,7 +268,8 @@ static int refuse_in(struct fs_ctx *fs, int kind)
 		return EROFS;
 	if (kind == FS_K_ROOT || kind == FS_K_CTLDIR)
 		return EACCES;
-	if (kind == FS_K_IMG || kind == FS_K_CTL || kind == FS_K_VAR || kind == FS_K_KEY || kind == FS_K_STATS)
+	if (kind == FS_K_IMG || kind == FS_K_CTL || kind == FS_K_VAR || kind == FS_K_KEY ||
+	    kind == FS_K_STATS)
 		return ENOTDIR;
 	return EPERM;
 }
@@ -303,7 +304,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		fuse_reply_entry(req, &e);
 }
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* unlink (is_rmdir 0) or rmdir of name in parent */
+static void do_remove(fuse_req_t req, fuse_ino_t parent, const char *name, int is_rmdir)
 {
 	if (rend_refused(req, parent, parent))
 		return;
@@ -313,28 +315,22 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT || kind == FS_K_CTLDIR)
 		rc = -refuse_in(fs, kind);
 	else if (kind == FS_K_DIR)
-		rc = fs_img_unlink(fs, dir, name);
-	else if (kind == FS_K_VARDIR || kind == FS_K_KEYDIR)
+		rc = is_rmdir ? fs_img_rmdir(fs, dir, name) : fs_img_unlink(fs, dir, name);
+	else if (!is_rmdir && (kind == FS_K_VARDIR || kind == FS_K_KEYDIR))
 		rc = fs_special_unlink(fs, dir, name);
 	else
-		rc = -ENOTDIR;
+		rc = -ENOTDIR; /* a variant, a key, stats, an image; rmdir in variants/, keys/ */
 	fuse_reply_err(req, -rc);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	do_remove(req, parent, name, 0);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	if (rend_refused(req, parent, parent))
-		return;
-	struct fs_ctx *fs = ctx(req);
-	struct fs_node *dir;
-	int kind = node_kind(fs, parent, &dir), rc;
-	if (fs->cfg.ro || kind < 0 || kind == FS_K_ROOT || kind == FS_K_CTLDIR)
-		rc = -refuse_in(fs, kind);
-	else if (kind == FS_K_DIR)
-		rc = fs_img_rmdir(fs, dir, name);
-	else
-		rc = -ENOTDIR; /* a variant, a key, stats, or an image */
-	fuse_reply_err(req, -rc);
+	do_remove(req, parent, name, 1);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -599,8 +595,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 }
 
-/* Adds entry `idx` (0 ".", 1 "..", then the snapshot); returns bytes used, 0 if it does not
- * fit, (size_t)-1 to skip it (gone since opendir). */
+/* An fs_dirent_fn for the directories of the table (FS_FH_DIR). */
 static size_t dir_add_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t idx,
 			     char *buf, size_t room, int plus)
 {
@@ -643,22 +638,19 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs_ctx *fs = ctx(req);
 	struct fs_fh *fh = fh_of(fi);
+	/* a renditions/ directory's snapshot holds its own entries (fs_renditions.c) */
+	fs_dirent_fn add = fh->kind == FS_FH_REND_DIR ? fs_rend_dirent_locked : dir_add_locked;
 	char *buf = malloc(size);
 	size_t pos = 0;
 	atomic_fetch_add_explicit(plus ? &fs->ops.readdirplus : &fs->ops.readdir, 1,
 				  memory_order_relaxed);
-	if (fh->kind == FS_FH_REND_DIR) {
-		free(buf);
-		fs_rend_readdir(req, fs, fh, size, off, plus);
-		return;
-	}
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	pthread_mutex_lock(&fs->lock);
 	for (size_t idx = off < 0 ? 0 : (size_t)off; idx < fh->len + 2; idx++) {
-		size_t used = dir_add_locked(req, fs, fh, idx, buf + pos, size - pos, plus);
+		size_t used = add(req, fs, fh, idx, buf + pos, size - pos, plus);
 		if (used == (size_t)-1)
 			continue;
 		if (used == 0)

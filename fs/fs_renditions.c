@@ -399,9 +399,8 @@ void fs_rend_opendir(fuse_req_t req, struct fs_ctx *fs, fuse_ino_t ino, struct f
 		fs_fh_free(fh);
 }
 
-/* Adds entry idx (0 ".", 1 "..", then the snapshot); bytes used, 0 when full, -1 to skip. */
-static size_t add_entry_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t idx,
-			       char *buf, size_t room, int plus)
+size_t fs_rend_dirent_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t idx,
+			     char *buf, size_t room, int plus)
 {
 	struct fuse_entry_param e;
 	const struct rend_ent *ents = (const struct rend_ent *)fh->buf;
@@ -430,29 +429,6 @@ static size_t add_entry_locked(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *
 	size_t used = plus ? fuse_add_direntry_plus(req, buf, room, name, &e, (off_t)(idx + 1))
 			   : fuse_add_direntry(req, buf, room, name, &e.attr, (off_t)(idx + 1));
 	return used > room ? 0 : used;
-}
-
-void fs_rend_readdir(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off,
-		     int plus)
-{
-	char *buf = malloc(size);
-	size_t pos = 0;
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	pthread_mutex_lock(&fs->lock);
-	for (size_t idx = off < 0 ? 0 : (size_t)off; idx < fh->len + 2; idx++) {
-		size_t used = add_entry_locked(req, fs, fh, idx, buf + pos, size - pos, plus);
-		if (used == (size_t)-1)
-			continue;
-		if (used == 0)
-			break;
-		pos += used;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	fuse_reply_buf(req, buf, pos);
-	free(buf);
 }
 
 /* ---- reading -------------------------------------------------------------------- */
