@@ -74,6 +74,8 @@ char *emu_pct_decode(const char *src, size_t n, bool plus_is_space, size_t *outl
 bool emu_utf8_valid(const char *s, size_t n);
 bool emu_has_ctl(const char *s, size_t n);
 bool emu_is_uuid(const char *s, size_t n);
+/* 1 to max characters of [A-Za-z0-9] (account ids, key names, variant ids). */
+bool emu_alnum_ok(const char *s, size_t n, size_t max);
 /* RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)) to epoch ms; 0 or -EINVAL. */
 int emu_parse_rfc3339(const char *s, size_t n, int64_t *ms);
 void emu_random_bytes(void *buf, size_t n);
@@ -198,6 +200,8 @@ void emu_reply_errorf(struct emu_req *rq, unsigned status, int code, const char 
 /* Starts a success envelope in b; append the result JSON, then call emu_reply_result_end. */
 void emu_reply_result_begin(struct emu_buf *b);
 void emu_reply_result_end(struct emu_req *rq, struct emu_buf *b);
+/* A success envelope whose result is {} (deletes). */
+void emu_reply_result_empty(struct emu_req *rq);
 /* Plain JSON body (admin endpoints), takes the buffer's data. */
 void emu_reply_json_buf(struct emu_req *rq, unsigned status, struct emu_buf *b);
 void emu_reply_add_header(struct emu_reply *r, const char *name, const char *value);
@@ -314,7 +318,7 @@ int emu_store_edit(struct emu_store *s, const char *id, size_t idlen, const stru
 int emu_store_delete(struct emu_store *s, const char *id, size_t idlen);
 /* Returns a blob reference (caller unrefs) or NULL if absent or a draft. */
 struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t idlen);
-/* emu_store_get_blob plus the image's requireSignedURLs (set only when found). */
+/* emu_store_get_blob plus the image's requireSignedURLs (set only when found; may be NULL). */
 struct emu_blob *emu_store_get_delivery(struct emu_store *s, const char *id, size_t idlen,
 					bool *require_signed);
 #define EMU_FILTER_MAX 5
@@ -687,6 +691,10 @@ bool emu_upload_text_fields(struct emu_req *rq, const struct emu_form *form, boo
 			    struct emu_image *im, const struct emu_part **expiry);
 /* Validates a custom id (400/5400). */
 bool emu_check_custom_id(struct emu_req *rq, const char *id, size_t n);
+/* The reply for a store insert that failed (an upload, a draft, a draft completed):
+ * -EEXIST 409/5409, -ENOSPC and -EDQUOT (pending drafts) 403/5453, -EIO 500/5540, else
+ * 500/5500. */
+void emu_upload_reply_store_error(struct emu_req *rq, int rc);
 /* The `file` part of a form as a new blob (size 413/5413, filename, format 415/5455). */
 struct emu_blob *emu_upload_file_part(struct emu_req *rq, const struct emu_form *form,
 				      char **filename);

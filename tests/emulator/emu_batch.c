@@ -170,21 +170,8 @@ bool emu_batch_op_covered(const struct emu_req *rq)
 	}
 }
 
-size_t emu_batch_live(struct emu_batch *b)
-{
-	int64_t now = mono_ms();
-	size_t i, n = 0;
-
-	pthread_mutex_lock(&b->lock);
-	for (i = 0; i < EMU_BATCH_MAX_TOKENS; i++) {
-		if (b->toks[i].value[0] && b->toks[i].expires_mono > now)
-			n++;
-	}
-	pthread_mutex_unlock(&b->lock);
-	return n;
-}
-
-size_t emu_batch_expire_all(struct emu_batch *b)
+/* The tokens live now; with expire, they expire now too. */
+static size_t live_tokens(struct emu_batch *b, bool expire)
 {
 	int64_t now = mono_ms();
 	size_t i, n = 0;
@@ -192,10 +179,21 @@ size_t emu_batch_expire_all(struct emu_batch *b)
 	pthread_mutex_lock(&b->lock);
 	for (i = 0; i < EMU_BATCH_MAX_TOKENS; i++) {
 		if (b->toks[i].value[0] && b->toks[i].expires_mono > now) {
-			b->toks[i].expires_mono = now;
+			if (expire)
+				b->toks[i].expires_mono = now;
 			n++;
 		}
 	}
 	pthread_mutex_unlock(&b->lock);
 	return n;
+}
+
+size_t emu_batch_live(struct emu_batch *b)
+{
+	return live_tokens(b, false);
+}
+
+size_t emu_batch_expire_all(struct emu_batch *b)
+{
+	return live_tokens(b, true);
 }

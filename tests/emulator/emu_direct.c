@@ -199,25 +199,6 @@ static void upload_url(const struct emu *e, struct emu_req *rq, const char *id, 
 	}
 }
 
-static void reply_store_error(struct emu_req *rq, int rc)
-{
-	if (rc == -EEXIST)
-		emu_reply_error(rq, 409, 5409,
-				"Resource already exists. Verify the resource information and try "
-				"again.");
-	else if (rc == -ENOSPC)
-		emu_reply_error(rq, 403, 5453, "The given account has reached a service limit");
-	else if (rc == -EDQUOT)
-		emu_reply_errorf(rq, 403, 5453,
-				 "The given account has reached a service limit (%u pending direct "
-				 "uploads)",
-				 EMU_MAX_DRAFTS);
-	else if (rc == -EIO)
-		emu_reply_error(rq, 500, 5540, "Error received from the storage");
-	else
-		emu_reply_error(rq, 500, 5500, "Internal Server Error");
-}
-
 /* Inserts the draft (a generated id is retried on a collision); 0 or -errno. On success
  * *id is a copy of the draft's id (the image itself belongs to the store then). */
 static int insert_draft(struct emu *e, struct emu_image *im, char **id)
@@ -269,7 +250,7 @@ void emu_h_direct_upload(struct emu *e, struct emu_req *rq)
 	if (rc) {
 		if (rc != -EIO)
 			emu_image_free(im); /* on -EIO the store owned it and removed it again */
-		reply_store_error(rq, rc);
+		emu_upload_reply_store_error(rq, rc);
 		return;
 	}
 	emu_buf_init(&url, 0);
@@ -345,5 +326,5 @@ void emu_h_direct_file(struct emu *e, struct emu_req *rq)
 	else if (rc == -EALREADY)
 		emu_reply_error(rq, 409, 5409, "This upload URL has already been used");
 	else
-		reply_store_error(rq, rc);
+		emu_upload_reply_store_error(rq, rc);
 }

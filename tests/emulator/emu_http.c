@@ -172,6 +172,16 @@ void emu_reply_result_end(struct emu_req *rq, struct emu_buf *b)
 	set_body(rq, 200, b);
 }
 
+void emu_reply_result_empty(struct emu_req *rq)
+{
+	struct emu_buf b;
+
+	emu_buf_init(&b, 0);
+	emu_reply_result_begin(&b);
+	emu_buf_puts(&b, "{}");
+	emu_reply_result_end(rq, &b);
+}
+
 void emu_reply_json_buf(struct emu_req *rq, unsigned status, struct emu_buf *b)
 {
 	set_body(rq, status, b);

@@ -273,7 +273,6 @@ void emu_h_images_edit(struct emu *e, struct emu_req *rq)
 
 void emu_h_images_delete(struct emu *e, struct emu_req *rq)
 {
-	struct emu_buf b;
 	int rc = emu_store_delete(&e->store, rq->seg[0], rq->seglen[0]);
 
 	if (rc == -ENOENT) {
@@ -284,10 +283,7 @@ void emu_h_images_delete(struct emu *e, struct emu_req *rq)
 		emu_reply_error(rq, 500, 5540, "Error received from the storage");
 		return;
 	}
-	emu_buf_init(&b, 0);
-	emu_reply_result_begin(&b);
-	emu_buf_puts(&b, "{}");
-	emu_reply_result_end(rq, &b);
+	emu_reply_result_empty(rq);
 }
 
 void emu_h_images_blob(struct emu *e, struct emu_req *rq)

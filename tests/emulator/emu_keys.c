@@ -22,17 +22,7 @@ static void new_value(char out[48])
 
 static bool name_ok(const char *s, size_t n)
 {
-	size_t i;
-
-	if (n == 0 || n > EMU_MAX_KEY_NAME)
-		return false;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
-			return false;
-	}
-	return true;
+	return emu_alnum_ok(s, n, EMU_MAX_KEY_NAME);
 }
 
 static void keys_json_locked(struct emu_keys *k, struct emu_buf *b)

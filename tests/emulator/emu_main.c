@@ -142,17 +142,7 @@ static int parse_listen(struct emu *e, const char *s)
 
 static bool account_ok(const char *s)
 {
-	size_t n = strlen(s), i;
-
-	if (n == 0 || n > 32)
-		return false;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
-			return false;
-	}
-	return true;
+	return emu_alnum_ok(s, strlen(s), 32);
 }
 
 /* Deterministic 22-char base64url "account hash" (delivery URLs) from the account id. */

@@ -788,17 +788,7 @@ int emu_store_record(struct emu_store *s, const char *id, size_t idlen, int64_t 
 
 struct emu_blob *emu_store_get_blob(struct emu_store *s, const char *id, size_t idlen)
 {
-	struct emu_image *im;
-	struct emu_blob *b = NULL;
-
-	pthread_rwlock_rdlock(&s->lock);
-	im = find_locked(s, id, idlen);
-	if (im && im->blob) {
-		b = im->blob;
-		emu_blob_ref(b);
-	}
-	pthread_rwlock_unlock(&s->lock);
-	return b;
+	return emu_store_get_delivery(s, id, idlen, NULL);
 }
 
 struct emu_blob *emu_store_get_delivery(struct emu_store *s, const char *id, size_t idlen,
@@ -812,7 +802,8 @@ struct emu_blob *emu_store_get_delivery(struct emu_store *s, const char *id, siz
 	if (im && im->blob) {
 		b = im->blob;
 		emu_blob_ref(b);
-		*require_signed = im->require_signed;
+		if (require_signed)
+			*require_signed = im->require_signed;
 	}
 	pthread_rwlock_unlock(&s->lock);
 	return b;
@@ -855,44 +846,31 @@ void emu_store_list_v1(struct emu_store *s, const struct emu_list_args *a,
 void emu_store_list_v2(struct emu_store *s, const struct emu_list_args *a,
 		       const struct emu_vnames *vn, struct emu_buf *out, uint64_t *next_seq)
 {
-	size_t emitted = 0, i, lo;
+	size_t emitted = 0, k, from, n;
 	uint64_t last = 0;
 	bool more = false;
 
 	emu_buf_add(out, "[", 1);
 	pthread_rwlock_rdlock(&s->lock);
-	if (a->asc) {
-		i = a->has_after ? lower_bound_locked(s, a->after_seq + 1) : 0;
-		for (; i < s->norder; i++) {
-			struct emu_image *im = s->order[i].im;
+	/* ascending: order[from..norder) upwards; descending: order[0..from) downwards */
+	if (a->asc)
+		from = a->has_after ? lower_bound_locked(s, a->after_seq + 1) : 0;
+	else
+		from = a->has_after ? lower_bound_locked(s, a->after_seq) : s->norder;
+	n = a->asc ? s->norder - from : from;
+	for (k = 0; k < n; k++) {
+		struct emu_image *im = s->order[a->asc ? from + k : from - 1 - k].im;
 
-			if (!im || !matches(im, a))
-				continue;
-			if (emitted == a->per_page) {
-				more = true;
-				break;
-			}
-			if (emitted++)
-				emu_buf_add(out, ",", 1);
-			emu_image_to_json(im, vn, out);
-			last = im->seq;
+		if (!im || !matches(im, a))
+			continue;
+		if (emitted == a->per_page) {
+			more = true;
+			break;
 		}
-	} else {
-		lo = a->has_after ? lower_bound_locked(s, a->after_seq) : s->norder;
-		for (i = lo; i-- > 0;) {
-			struct emu_image *im = s->order[i].im;
-
-			if (!im || !matches(im, a))
-				continue;
-			if (emitted == a->per_page) {
-				more = true;
-				break;
-			}
-			if (emitted++)
-				emu_buf_add(out, ",", 1);
-			emu_image_to_json(im, vn, out);
-			last = im->seq;
-		}
+		if (emitted++)
+			emu_buf_add(out, ",", 1);
+		emu_image_to_json(im, vn, out);
+		last = im->seq;
 	}
 	pthread_rwlock_unlock(&s->lock);
 	emu_buf_add(out, "]", 1);

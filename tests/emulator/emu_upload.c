@@ -326,6 +326,25 @@ static bool check_fields(struct emu_req *rq, struct upload_form *f, struct emu_i
 	return true;
 }
 
+void emu_upload_reply_store_error(struct emu_req *rq, int rc)
+{
+	if (rc == -EEXIST)
+		emu_reply_error(rq, 409, 5409,
+				"Resource already exists. Verify the resource information and try "
+				"again.");
+	else if (rc == -ENOSPC)
+		emu_reply_error(rq, 403, 5453, "The given account has reached a service limit");
+	else if (rc == -EDQUOT)
+		emu_reply_errorf(rq, 403, 5453,
+				 "The given account has reached a service limit (%u pending direct "
+				 "uploads)",
+				 EMU_MAX_DRAFTS);
+	else if (rc == -EIO)
+		emu_reply_error(rq, 500, 5540, "Error received from the storage");
+	else
+		emu_reply_error(rq, 500, 5500, "Internal Server Error");
+}
+
 static void store_image(struct emu *e, struct emu_req *rq, struct emu_image *im, bool custom)
 {
 	struct emu_vnames vn;
@@ -359,16 +378,7 @@ static void store_image(struct emu *e, struct emu_req *rq, struct emu_image *im,
 	emu_buf_release(&b);
 	if (rc != -EIO)
 		emu_image_free(im); /* on -EIO the store owned it and has removed it again */
-	if (rc == -EEXIST)
-		emu_reply_error(rq, 409, 5409,
-				"Resource already exists. Verify the resource information and try "
-				"again.");
-	else if (rc == -ENOSPC)
-		emu_reply_error(rq, 403, 5453, "The given account has reached a service limit");
-	else if (rc == -EIO)
-		emu_reply_error(rq, 500, 5540, "Error received from the storage");
-	else
-		emu_reply_error(rq, 500, 5500, "Internal Server Error");
+	emu_upload_reply_store_error(rq, rc);
 }
 
 static void upload_from_form(struct emu *e, struct emu_req *rq, const struct emu_form *form)

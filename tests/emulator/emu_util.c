@@ -331,6 +331,21 @@ int emu_parse_rfc3339(const char *s, size_t n, int64_t *ms)
 	return 0;
 }
 
+bool emu_alnum_ok(const char *s, size_t n, size_t max)
+{
+	size_t i;
+
+	if (n == 0 || n > max)
+		return false;
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+			return false;
+	}
+	return true;
+}
+
 bool emu_is_uuid(const char *s, size_t n)
 {
 	size_t i;

@@ -33,17 +33,7 @@ static bool in_set(const char *s, const char *const *set)
 
 static bool id_ok(const char *s, size_t n)
 {
-	size_t i;
-
-	if (n == 0 || n > EMU_MAX_VARIANT_ID)
-		return false;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
-			return false;
-	}
-	return true;
+	return emu_alnum_ok(s, n, EMU_MAX_VARIANT_ID);
 }
 
 static const char *opt_long(struct json_object *v, long min, long max, long *out, const char *msg)
@@ -467,7 +457,6 @@ out:
 void emu_h_variants_delete(struct emu *e, struct emu_req *rq)
 {
 	struct emu_variants *vs = &e->variants;
-	struct emu_buf b;
 	ssize_t i;
 	int rc = 0;
 
@@ -491,8 +480,5 @@ void emu_h_variants_delete(struct emu *e, struct emu_req *rq)
 		emu_reply_error(rq, 500, 5540, "Error received from the storage");
 		return;
 	}
-	emu_buf_init(&b, 0);
-	emu_reply_result_begin(&b);
-	emu_buf_puts(&b, "{}");
-	emu_reply_result_end(rq, &b);
+	emu_reply_result_empty(rq);
 }
