@@ -695,6 +695,8 @@ bool emu_check_custom_id(struct emu_req *rq, const char *id, size_t n);
  * -EEXIST 409/5409, -ENOSPC and -EDQUOT (pending drafts) 403/5453, -EIO 500/5540, else
  * 500/5500. */
 void emu_upload_reply_store_error(struct emu_req *rq, int rc);
+/* Gives im a new random id (a UUID; im->id NULL when out of memory). */
+void emu_upload_new_id(struct emu_image *im);
 /* The `file` part of a form as a new blob (size 413/5413, filename, format 415/5455). */
 struct emu_blob *emu_upload_file_part(struct emu_req *rq, const struct emu_form *form,
 				      char **filename);

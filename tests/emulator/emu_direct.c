@@ -207,13 +207,8 @@ static int insert_draft(struct emu *e, struct emu_image *im, char **id)
 	int rc, tries;
 
 	for (tries = 0;; tries++) {
-		if (!custom) {
-			free(im->id);
-			im->id = malloc(37);
-			if (im->id)
-				emu_uuid4(im->id);
-			im->idlen = 36;
-		}
+		if (!custom)
+			emu_upload_new_id(im);
 		free(*id);
 		*id = im->id ? strndup(im->id, im->idlen) : NULL;
 		rc = *id ? emu_store_insert_draft(&e->store, im) : -ENOMEM;

@@ -334,6 +334,30 @@ static char *dup_id(const struct emu_image *im)
 	return id;
 }
 
+/* Whether a new image im may come in: -EEXIST when its id is live, -ENOSPC when the account
+ * is full (a dead image of that id goes to *grave). */
+static int admit_locked(struct emu_store *s, const struct emu_image *im, struct emu_image **grave)
+{
+	if (find_live_locked(s, im->id, im->idlen, grave))
+		return -EEXIST;
+	if ((long)live_locked(s) >= s->allowed)
+		return -ENOSPC;
+	return 0;
+}
+
+/* After an insert that returned rc: writes the new image (id, idlen, ms) to the data dir, if
+ * any; when that fails it is taken out again (-EIO). Frees id (dup_id). From here on the
+ * image belongs to the store and may already be gone (a racing delete). */
+static int persist_inserted(struct emu_store *s, int rc, char *id, size_t idlen, int64_t ms)
+{
+	if (!rc && s->persist && emu_persist_sync_image(s->persist, s, id, idlen, ms, true)) {
+		emu_store_delete(s, id, idlen);
+		rc = -EIO;
+	}
+	free(id);
+	return rc;
+}
+
 int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu_vnames *vn,
 		     struct emu_buf *out)
 {
@@ -346,11 +370,8 @@ int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu
 	if (s->persist && !(id = dup_id(im)))
 		return -ENOMEM;
 	pthread_rwlock_wrlock(&s->lock);
-	if (find_live_locked(s, im->id, im->idlen, &grave))
-		rc = -EEXIST;
-	else if ((long)live_locked(s) >= s->allowed)
-		rc = -ENOSPC;
-	else
+	rc = admit_locked(s, im, &grave);
+	if (!rc)
 		rc = order_reserve_locked(s, 1);
 	if (!rc) {
 		append_locked(s, im);
@@ -359,13 +380,7 @@ int emu_store_insert(struct emu_store *s, struct emu_image *im, const struct emu
 	}
 	pthread_rwlock_unlock(&s->lock);
 	grave_release(s, grave);
-	/* from here on im belongs to the store and may already be gone (a racing delete) */
-	if (!rc && s->persist && emu_persist_sync_image(s->persist, s, id, idlen, ms, true)) {
-		emu_store_delete(s, id, idlen);
-		rc = -EIO;
-	}
-	free(id);
-	return rc;
+	return persist_inserted(s, rc, id, idlen, ms);
 }
 
 int emu_store_insert_many(struct emu_store *s, struct emu_image **ims, size_t n, int64_t *ms_out)
@@ -403,11 +418,8 @@ int emu_store_insert_draft(struct emu_store *s, struct emu_image *im)
 	pthread_rwlock_wrlock(&s->lock);
 	if (s->ndrafts >= EMU_MAX_DRAFTS)
 		sweep_drafts_locked(s, &grave);
-	if (find_live_locked(s, im->id, im->idlen, &grave))
-		rc = -EEXIST;
-	else if ((long)live_locked(s) >= s->allowed)
-		rc = -ENOSPC;
-	else if (s->ndrafts >= EMU_MAX_DRAFTS)
+	rc = admit_locked(s, im, &grave);
+	if (!rc && s->ndrafts >= EMU_MAX_DRAFTS)
 		rc = -EDQUOT;
 	if (!rc) {
 		im->draft = true;
@@ -418,12 +430,7 @@ int emu_store_insert_draft(struct emu_store *s, struct emu_image *im)
 	}
 	pthread_rwlock_unlock(&s->lock);
 	grave_release(s, grave);
-	if (!rc && s->persist && emu_persist_sync_image(s->persist, s, id, idlen, ms, true)) {
-		emu_store_delete(s, id, idlen);
-		rc = -EIO;
-	}
-	free(id);
-	return rc;
+	return persist_inserted(s, rc, id, idlen, ms);
 }
 
 enum emu_draft_state emu_store_draft_state(struct emu_store *s, const char *id, size_t idlen)

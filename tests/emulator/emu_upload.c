@@ -326,6 +326,15 @@ static bool check_fields(struct emu_req *rq, struct upload_form *f, struct emu_i
 	return true;
 }
 
+void emu_upload_new_id(struct emu_image *im)
+{
+	free(im->id);
+	im->id = malloc(37);
+	if (im->id)
+		emu_uuid4(im->id);
+	im->idlen = 36;
+}
+
 void emu_upload_reply_store_error(struct emu_req *rq, int rc)
 {
 	if (rc == -EEXIST)
@@ -359,13 +368,8 @@ static void store_image(struct emu *e, struct emu_req *rq, struct emu_image *im,
 	emu_buf_init(&b, 0);
 	emu_reply_result_begin(&b);
 	for (tries = 0;; tries++) {
-		if (!custom) {
-			free(im->id);
-			im->id = malloc(37);
-			if (im->id)
-				emu_uuid4(im->id);
-			im->idlen = 36;
-		}
+		if (!custom)
+			emu_upload_new_id(im);
 		rc = im->id ? emu_store_insert(&e->store, im, &vn, &b) : -ENOMEM;
 		if (rc != -EEXIST || custom || tries == 5)
 			break;
