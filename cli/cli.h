@@ -14,6 +14,8 @@
 
 #define CLI_CTL_DIR ".imagesfs"
 
+/* The control-directory helpers every verb shares (cli_ctl.c). */
+
 /* Checks that `mount` is the root of an imagesfs mount (fstype fuse.imagesfs in
  * /proc/self/mountinfo) and writes "<mount>/.imagesfs/<name>" to buf. Returns 0, or prints
  * one line to stderr ("imagesfs: '<mount>' is not an imagesfs mount") and returns -1. */
