@@ -601,7 +601,8 @@ static int batch_refused(struct api_client *c, const struct api_req *r, const st
 /* A covered call: on the batch host with a pooled token; a refused token is dropped and the
  * call repeated with another one (a fetch if need be); without tokens, the global API.
  * outcome_unknown and the attempt count carry over between routes, so recovery of a lost
- * response (api_images.c) sees every attempt. Returns 1 when the global API must be used. */
+ * response (api_image_write.c, api_outcome.c) sees every attempt. Returns 1 when the global
+ * API must be used. */
 static int http_do_batch(struct api_client *c, struct api_req *r, const char *suffix,
 			 struct api_err *err)
 {

@@ -10,7 +10,9 @@
  *   api_retry.c     retry decisions, backoff with full jitter, token bucket
  *   api_client.c    client lifetime, easy-handle pool, CURLSH share, counters
  *   api_http.c      one request = attempts + retries + sinks (JSON buffer or fd)
- *   api_images.c    image endpoints; api_misc.c keys, stats, variants
+ *   api_images.c    image endpoints that read (list, details, blob, delivery) and the
+ *                   single-image call; api_misc.c keys, stats, variants
+ *   api_image_write.c  upload (settling a lost one), edit, delete
  *   api_outcome.c   settles a DELETE or PATCH whose outcome is unknown by reading it back
  *   api_batch.c     batch API token pool and per-token limiters (no HTTP); api_http.c
  *                   routes the covered calls through it
@@ -401,6 +403,15 @@ int api_http_json(struct api_client *c, struct api_req *r, struct json_object **
 /* URL of images_url + suffix pieces: each `esc` piece is percent-encoded. Returns malloc'd
  * string or NULL. Example: api_url(c, "/v1/", id, "/blob") escapes only id. */
 char *api_url(const struct api_client *c, const char *pre, const char *esc, const char *post);
+
+/* ---- api_images.c --------------------------------------------------------------- */
+
+/* 0 if id is a non-empty image id, else fills err and returns -EINVAL. */
+int api_image_id_ok(const char *id, struct api_err *err);
+
+/* Runs r and parses result as an image into out. */
+int api_image_call(struct api_client *c, struct api_req *r, struct api_image *out,
+		   struct api_err *err);
 
 /* ---- api_outcome.c -------------------------------------------------------------- */
 

@@ -6,7 +6,7 @@
  * not have been applied. Reporting such a call as failed when the server did act makes the
  * caller's view wrong: `rm` fails although the image is gone, `setfattr` fails although the
  * value is stored, and a replace returns without restoring an image whose delete went
- * through. Uploads with a custom id are settled by a lookup already (api_images.c,
+ * through. Uploads with a custom id are settled by a lookup already (api_image_write.c,
  * recover_upload); this file does the same for the two other image writes:
  *
  *   DELETE  one GET of the image: 404 means the delete happened (or someone else's did: the

@@ -8,7 +8,7 @@
  *     failures and after HTTP 429, 500, 502, 503, 504.
  *   - A POST that names its resource (upload with a custom id, variant create) is repeated
  *     the same way: if an earlier attempt did land, the retry gets "already exists" and
- *     the caller recognises its own object (api_images.c, api_misc.c).
+ *     the caller recognises its own object (api_image_write.c, api_misc.c).
  *   - A POST without an id (server-generated image id) is repeated only when it surely was
  *     not processed: the connection never opened, or the server answered 429 (the rate
  *     limiter refuses before doing anything). Otherwise a retry could store a duplicate.
