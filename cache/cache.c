@@ -1,5 +1,6 @@
 /*
- * cache.c - on-disk LRU blob cache: index, eviction, single-flight fills.
+ * cache.c - on-disk LRU blob cache: lookups, single-flight fills, adopt, remove, open; the
+ * index and eviction they use are in cache_index.c.
  *
  * Policy. Exact LRU over whole blobs with a hard byte cap. Every committed blob is one
  * file; the in-memory index holds (sha256(id), version, size, last-use stamp) per file, in
@@ -62,138 +63,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define BUCKETS_INITIAL 1024
-
-static size_t bucket_of(const struct cache *c, const uint8_t idh[CACHE_SHA256_LEN])
-{
-	uint64_t h;
-
-	memcpy(&h, idh, sizeof(h)); /* sha256 output is already uniform */
-	return (size_t)(h & (c->nbuckets - 1));
-}
-
-static int64_t next_stamp_locked(struct cache *c)
-{
-	struct timespec ts;
-	int64_t t;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-	if (t <= c->last_stamp)
-		t = c->last_stamp + 1;
-	c->last_stamp = t;
-	return t;
-}
-
-static void lru_unlink_locked(struct cache *c, struct cache_entry *e)
-{
-	if (e->newer)
-		e->newer->older = e->older;
-	else
-		c->mru = e->older;
-	if (e->older)
-		e->older->newer = e->newer;
-	else
-		c->lru = e->newer;
-	e->newer = e->older = NULL;
-}
-
-static void lru_push_mru_locked(struct cache *c, struct cache_entry *e)
-{
-	e->newer = NULL;
-	e->older = c->mru;
-	if (c->mru)
-		c->mru->newer = e;
-	else
-		c->lru = e;
-	c->mru = e;
-}
-
-static struct cache_entry *index_find_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN],
-					     int64_t version)
-{
-	struct cache_entry *e;
-
-	for (e = c->buckets[bucket_of(c, idh)]; e; e = e->hnext)
-		if (e->version == version && memcmp(e->idh, idh, CACHE_SHA256_LEN) == 0)
-			return e;
-	return NULL;
-}
-
-/* Doubles the table; on ENOMEM keeps the old one (chains just get longer). */
-static void index_grow_locked(struct cache *c)
-{
-	size_t old_n = c->nbuckets, i;
-	struct cache_entry **old = c->buckets, **nb = calloc(old_n * 2, sizeof(*nb));
-
-	if (!nb)
-		return;
-	c->buckets = nb;
-	c->nbuckets = old_n * 2;
-	for (i = 0; i < old_n; i++) {
-		struct cache_entry *e = old[i], *next;
-
-		for (; e; e = next) {
-			size_t b = bucket_of(c, e->idh);
-
-			next = e->hnext;
-			e->hnext = nb[b];
-			nb[b] = e;
-		}
-	}
-	free(old);
-}
-
-/* Adds e as the most recently used entry. */
-static void index_insert_locked(struct cache *c, struct cache_entry *e)
-{
-	size_t b;
-
-	if (c->st.entries >= c->nbuckets)
-		index_grow_locked(c);
-	b = bucket_of(c, e->idh);
-	e->hnext = c->buckets[b];
-	c->buckets[b] = e;
-	lru_push_mru_locked(c, e);
-	c->st.entries++;
-	c->st.bytes += e->size;
-}
-
-static void index_unlink_locked(struct cache *c, struct cache_entry *e)
-{
-	struct cache_entry **pp = &c->buckets[bucket_of(c, e->idh)];
-
-	while (*pp != e)
-		pp = &(*pp)->hnext;
-	*pp = e->hnext;
-	lru_unlink_locked(c, e);
-	c->st.entries--;
-	c->st.bytes -= e->size;
-}
-
-/* Drops e from the index and unlinks its file; open fds on it keep working. */
-static void entry_delete_locked(struct cache *c, struct cache_entry *e)
-{
-	char name[CACHE_NAME_LEN + 1];
-
-	cache_disk_name(e->idh, e->version, e->size, name);
-	index_unlink_locked(c, e);
-	if (unlinkat(c->objects_fd, name, 0) < 0 && errno != ENOENT)
-		cache_warn("cannot remove cache entry '%s': %s", name, strerror(errno));
-	free(e);
-}
-
-/* Evicts least recently used entries until `need` more bytes fit under the cap. */
-void cache_evict_locked(struct cache *c, uint64_t need)
-{
-	while (c->lru && c->st.bytes + c->pinned_bytes + need > c->max_bytes) {
-		entry_delete_locked(c, c->lru);
-		c->st.evictions++;
-	}
-}
 
 /* Opens e's file read-only and makes e the most recently used entry. On -ENOENT (someone
  * deleted the file behind our back, or changed its size: it is deleted then) e is dropped
@@ -213,7 +85,7 @@ static int entry_open_locked(struct cache *c, struct cache_entry *e, int *fd_out
 		if (fd >= 0)
 			close(fd);
 		if (err == -ENOENT) {
-			index_unlink_locked(c, e);
+			cache_index_unlink_locked(c, e);
 			free(e);
 		}
 		return err;
@@ -222,13 +94,13 @@ static int entry_open_locked(struct cache *c, struct cache_entry *e, int *fd_out
 		cache_warn("cache entry '%s' has %lld bytes, committed %llu: dropping it", name,
 			   (long long)st.st_size, (unsigned long long)e->size);
 		close(fd);
-		entry_delete_locked(c, e);
+		cache_entry_delete_locked(c, e);
 		return -ENOENT;
 	}
 	if (e != c->mru) {
-		lru_unlink_locked(c, e);
-		lru_push_mru_locked(c, e);
-		e->stamp = next_stamp_locked(c);
+		cache_lru_unlink_locked(c, e);
+		cache_lru_push_mru_locked(c, e);
+		e->stamp = cache_next_stamp_locked(c);
 		if ((err = cache_disk_stamp(fd, e->stamp)) < 0)
 			cache_warn("cannot touch cache entry '%s': %s", name, strerror(-err));
 	}
@@ -260,10 +132,10 @@ static void commit_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN], 
 	memcpy(e->idh, idh, CACHE_SHA256_LEN);
 	e->version = version;
 	e->size = size;
-	if ((old = index_find_locked(c, idh, version)) != NULL)
-		entry_delete_locked(c, old); /* e.g. adopt and fill raced; newest wins */
+	if ((old = cache_index_find_locked(c, idh, version)) != NULL)
+		cache_entry_delete_locked(c, old); /* e.g. adopt and fill raced; newest wins */
 	cache_evict_locked(c, size);
-	e->stamp = next_stamp_locked(c);
+	e->stamp = cache_next_stamp_locked(c);
 	if ((err = cache_disk_stamp(fd, e->stamp)) < 0)
 		cache_warn("cannot stamp temp file '%s': %s", tmp_name, strerror(-err));
 	cache_disk_name(idh, version, size, name);
@@ -273,7 +145,7 @@ static void commit_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN], 
 		free(e);
 		return;
 	}
-	index_insert_locked(c, e);
+	cache_index_insert_locked(c, e);
 }
 
 static int check_key(const struct cache *c, const char *id)
@@ -291,7 +163,7 @@ int cache_lookup(struct cache *c, const char *id, int64_t version, int *fd_out, 
 		return -EINVAL;
 	cache_sha256(id, strlen(id), idh);
 	pthread_mutex_lock(&c->lock);
-	if ((e = index_find_locked(c, idh, version)) != NULL)
+	if ((e = cache_index_find_locked(c, idh, version)) != NULL)
 		err = entry_open_locked(c, e, fd_out, size_out);
 	if (err == 0)
 		c->st.hits++;
@@ -434,7 +306,7 @@ int cache_get(struct cache *c, const char *id, int64_t version, cache_fill_fn fi
 		return -EINVAL;
 	cache_sha256(id, strlen(id), idh);
 	pthread_mutex_lock(&c->lock);
-	if ((e = index_find_locked(c, idh, version)) != NULL) {
+	if ((e = cache_index_find_locked(c, idh, version)) != NULL) {
 		err = entry_open_locked(c, e, fd_out, size_out);
 		if (err == 0)
 			c->st.hits++;
@@ -543,18 +415,13 @@ int cache_adopt(struct cache *c, const char *id, int64_t version, const char *st
 int cache_remove(struct cache *c, const char *id)
 {
 	uint8_t idh[CACHE_SHA256_LEN];
-	struct cache_entry *e, *next;
 	struct cache_fill *f;
 
 	if (check_key(c, id) < 0)
 		return -EINVAL;
 	cache_sha256(id, strlen(id), idh);
 	pthread_mutex_lock(&c->lock);
-	for (e = c->buckets[bucket_of(c, idh)]; e; e = next) {
-		next = e->hnext;
-		if (memcmp(e->idh, idh, CACHE_SHA256_LEN) == 0)
-			entry_delete_locked(c, e);
-	}
+	cache_index_delete_id_locked(c, idh);
 	for (f = c->fills; f; f = f->next)
 		if (memcmp(f->idh, idh, CACHE_SHA256_LEN) == 0)
 			f->removed = true; /* served to its waiters, then dropped */
@@ -592,20 +459,20 @@ static int index_load(struct cache *c)
 	}
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < n; i++) {
-		struct cache_entry *dup = index_find_locked(c, arr[i]->idh, arr[i]->version);
+		struct cache_entry *dup = cache_index_find_locked(c, arr[i]->idh, arr[i]->version);
 
 		/* Two sizes of one key (a crash between unlink and rename, or a migrated name):
 		 * the most recently used wins. The names differ, so this unlinks only dup. */
 		if (dup)
-			entry_delete_locked(c, dup);
-		index_insert_locked(c, arr[i]);
+			cache_entry_delete_locked(c, dup);
+		cache_index_insert_locked(c, arr[i]);
 		if (arr[i]->stamp > c->last_stamp)
 			c->last_stamp = arr[i]->stamp;
 	}
 	free(arr);
 	cache_evict_locked(c, 0);
 	while (c->max_bytes == 0 && c->lru) { /* "keep nothing" includes empty blobs */
-		entry_delete_locked(c, c->lru);
+		cache_entry_delete_locked(c, c->lru);
 		c->st.evictions++;
 	}
 	pthread_mutex_unlock(&c->lock);

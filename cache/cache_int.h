@@ -1,6 +1,7 @@
 /*
- * cache_int.h - internals shared by cache.c (index, LRU, single-flight) and cache_disk.c
- * (on-disk layout). Not part of the contract; only the cache and its unit test include it.
+ * cache_int.h - internals shared by cache.c (lookups, single-flight fills), cache_index.c
+ * (index, LRU, eviction), cache_disk.c (on-disk layout) and cache_pin.c (pins). Not part of
+ * the contract; only the cache and its unit test include it.
  */
 #ifndef IMAGESFS_CACHE_INT_H
 #define IMAGESFS_CACHE_INT_H
@@ -90,7 +91,22 @@ int cache_disk_reopen(int fd);
 int cache_disk_stamp(int fd, int64_t stamp);
 /* cache_pin.c: counts pin/ at open (before the index is loaded, so eviction sees it). */
 int cache_pin_scan(struct cache *c);
-/* cache.c: evicts LRU entries until `need` more bytes fit beside committed and pinned ones. */
+/* cache_index.c; every function needs c->lock held. */
+/* A strictly increasing last-use stamp: max(now, last + 1) ns since the epoch. */
+int64_t cache_next_stamp_locked(struct cache *c);
+void cache_lru_unlink_locked(struct cache *c, struct cache_entry *e);
+void cache_lru_push_mru_locked(struct cache *c, struct cache_entry *e);
+struct cache_entry *cache_index_find_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN],
+					    int64_t version);
+/* Adds e as the most recently used entry (and to the entry and byte counts). */
+void cache_index_insert_locked(struct cache *c, struct cache_entry *e);
+/* Takes e out of the table, the LRU list and the counts; does not free it. */
+void cache_index_unlink_locked(struct cache *c, struct cache_entry *e);
+/* Drops e from the index, unlinks its file (open fds on it keep working) and frees it. */
+void cache_entry_delete_locked(struct cache *c, struct cache_entry *e);
+/* Deletes every version of the id hashed to idh. */
+void cache_index_delete_id_locked(struct cache *c, const uint8_t idh[CACHE_SHA256_LEN]);
+/* Evicts LRU entries until `need` more bytes fit beside committed and pinned ones. */
 void cache_evict_locked(struct cache *c, uint64_t need);
 void cache_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -4,7 +4,7 @@
  * A pin is one file <dir>/v1/pin/<name>. It is written as pin/.tmp-<name>, fsync'd,
  * renamed to its name and the directory fsync'd (git's lockfile pattern), so a pin either
  * exists whole or not at all, also after a power loss. Pinned bytes are counted with the
- * committed bytes when the cache evicts (cache.c evict_locked), so they never count as
+ * committed bytes when the cache evicts (cache_index.c), so they never count as
  * free space. cache_open (cache_pin_scan) counts the pins and deletes leftover .tmp- files;
  * it never deletes a pin: only its owner (the journal) knows whether it is still needed.
  */
