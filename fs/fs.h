@@ -133,6 +133,7 @@ struct fs_node {
 		struct fs_node *first_child; /* directories */
 		struct fs_img_extra *img;    /* FS_K_IMG */
 		char *doc;		     /* FS_K_VAR: document; FS_K_KEY: value + "\n" */
+		mode_t ctl_mode;	     /* FS_K_CTL: its mode, from fs_control.c's table */
 	} u;
 	uint64_t nlookup;
 	int64_t uploaded_ms; /* images: version; also the mtime without FS_NF_MTIME */
@@ -336,6 +337,19 @@ size_t fs_errlog_snapshot(struct fs_errlog_entry *out, uint64_t *total);
 /* "EINVAL" for EINVAL; "E<number>" for an errno without a name. buf: >= 16 bytes. */
 const char *fs_errno_name(int err, char *buf, size_t len);
 
+/* ---- fs_fresh.c: when a listing is stale ------------------------------------- */
+int64_t fs_now_ms(void); /* monotonic */
+/* Stale: never listed, older than dir_ttl, or dropped (refresh/SIGHUP, applied here). */
+int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l);
+/* Seconds the listing stays fresh (0 when stale): a cap on what the kernel may cache. */
+double fs_listing_left_locked(struct fs_ctx *fs, const struct fs_listing *l);
+#define FS_DROP_IMAGES 1
+#define FS_DROP_VARIANTS 2
+#define FS_DROP_KEYS 4
+#define FS_DROP_ALL 7
+/* Marks the listings in mask (FS_DROP_*) stale, and statfs's stats with them. */
+void fs_listings_drop_locked(struct fs_ctx *fs, int mask);
+
 /* ---- fs_node.c: inode table (all _locked functions need fs->lock) ------------ */
 int fs_table_init(struct fs_ctx *fs);
 void fs_table_free(struct fs_ctx *fs);
@@ -379,19 +393,10 @@ double fs_node_dirplus_timeout_locked(struct fs_ctx *fs, const struct fs_node *n
 /* Fills e for a reply and counts one lookup. */
 void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entry_param *e);
 int fs_name_valid(const char *name);
+/* Frees the account-wide variant URL pattern (learned and used by fs_list.c). */
+void fs_var_free_locked(struct fs_ctx *fs);
 
 /* ---- fs_list.c: the images listing ------------------------------------------ */
-int64_t fs_now_ms(void); /* monotonic */
-/* Stale: never listed, older than dir_ttl, or dropped (refresh/SIGHUP, applied here). */
-int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l);
-/* Seconds the listing stays fresh (0 when stale): a cap on what the kernel may cache. */
-double fs_listing_left_locked(struct fs_ctx *fs, const struct fs_listing *l);
-#define FS_DROP_IMAGES 1
-#define FS_DROP_VARIANTS 2
-#define FS_DROP_KEYS 4
-#define FS_DROP_ALL 7
-/* Marks the listings in mask (FS_DROP_*) stale, and statfs's stats with them. */
-void fs_listings_drop_locked(struct fs_ctx *fs, int mask);
 int fs_images_refresh(struct fs_ctx *fs, int force);
 /* Applies an API image to the table (creating nodes for its path). Returns the image node,
  * or NULL when the id cannot be shown as a path. */
@@ -405,7 +410,6 @@ char *fs_img_filename_locked(const struct fs_node *n, int *err);
 char *fs_img_variants_locked(struct fs_ctx *fs, struct fs_node *n);
 void fs_var_names_add_locked(struct fs_ctx *fs, const char *name);
 void fs_var_names_del_locked(struct fs_ctx *fs, const char *name);
-void fs_var_free_locked(struct fs_ctx *fs);
 
 /* Before lookup, getattr, getxattr or open answer for n (below images/, kept alive by the
  * caller): when the images listing is older than dir_ttl, re-checks n by listing again or by
@@ -471,7 +475,7 @@ void fs_wstate_free(struct fs_wstate *w);
 struct fs_wstate *fs_scratch_detach_locked(struct fs_node *n);
 int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a);
 
-/* ---- fs_times.c: mtimes and the stamp ---------------------------------------- */
+/* ---- fs_stamp.c: the stamp (mtime and size in an image's metadata) ------------ */
 /* The metadata object to send for an upload or edit: user (compact JSON, NULL = none) plus
  * the stamp of (mtime, size) unless stamp=off. size < 0 = unknown. *out malloc'd ("{}" when
  * empty); *stamped = 1 when the stamp is in it. With no room for the stamp (metadata set
@@ -481,6 +485,8 @@ int fs_stamp_meta(struct fs_ctx *fs, const char *user, int has_mtime, int64_t mt
 /* Applies the stamp in an API answer's metadata to n (mtime, size) and returns the user's
  * part (malloc'd, NULL = none) in *user. A mtime set here and not stored yet wins. */
 int fs_stamp_apply_locked(struct fs_node *n, const struct api_image *img, char **user);
+
+/* ---- fs_times.c: mtimes --------------------------------------------------------- */
 /* utimensat on an image: local while the file is local or being written (it goes with the
  * upload), else one PATCH. mtime NULL = leave it. 0 or -errno. */
 int fs_img_set_mtime(struct fs_ctx *fs, struct fs_node *n, const struct timespec *mtime);

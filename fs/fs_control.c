@@ -408,10 +408,12 @@ int fs_ctl_init(struct fs_ctx *fs)
 		dir->uploaded_ms = fs->mount_ms;
 	for (size_t i = 0; dir && i < CTL_N && rc == 0; i++) {
 		struct fs_node *n = fs_node_new_locked(fs, dir, ctl_files[i].name, FS_K_CTL);
-		if (!n)
+		if (!n) {
 			rc = -ENOMEM;
-		else
+		} else {
 			n->uploaded_ms = fs->mount_ms;
+			n->u.ctl_mode = ctl_files[i].mode;
+		}
 	}
 	pthread_mutex_unlock(&fs->lock);
 	return rc;

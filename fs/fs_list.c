@@ -41,42 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-int64_t fs_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void fs_listings_drop_locked(struct fs_ctx *fs, int mask)
-{
-	if (mask & FS_DROP_IMAGES)
-		fs->images.drops++;
-	if (mask & FS_DROP_VARIANTS)
-		fs->variants.drops++;
-	if (mask & FS_DROP_KEYS)
-		fs->keys.drops++;
-	fs->statfs_ms = 0;
-}
-
-int fs_listing_stale_locked(struct fs_ctx *fs, struct fs_listing *l)
-{
-	/* SIGHUP since the last look: refresh everything (a load first: this runs per request) */
-	if (atomic_load_explicit(&fs->hup, memory_order_relaxed) && atomic_exchange(&fs->hup, 0))
-		fs_listings_drop_locked(fs, FS_DROP_ALL);
-	return l->fresh_ms == 0 || l->drops != l->drops_listed ||
-	       fs_now_ms() - l->fresh_ms >= (int64_t)fs->cfg.dir_ttl * 1000;
-}
-
-double fs_listing_left_locked(struct fs_ctx *fs, const struct fs_listing *l)
-{
-	if (l->fresh_ms == 0 || l->drops != l->drops_listed)
-		return 0;
-	int64_t left = (int64_t)fs->cfg.dir_ttl * 1000 - (fs_now_ms() - l->fresh_ms);
-	return left > 0 ? (double)left / 1000.0 : 0;
-}
 
 void fs_tomb_add_locked(struct fs_ctx *fs, const char *id)
 {
@@ -100,17 +64,6 @@ static int tomb_has_locked(struct fs_ctx *fs, const char *id)
 }
 
 /* ---- variant URL pattern -------------------------------------------------------- */
-
-void fs_var_free_locked(struct fs_ctx *fs)
-{
-	for (size_t i = 0; i < fs->n_var_names; i++)
-		free(fs->var_names[i]);
-	free(fs->var_names);
-	free(fs->var_base);
-	fs->var_names = NULL;
-	fs->var_base = NULL;
-	fs->n_var_names = 0;
-}
 
 void fs_var_names_add_locked(struct fs_ctx *fs, const char *name)
 {

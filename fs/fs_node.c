@@ -1,5 +1,7 @@
 /*
- * fs_node.c - the inode table.
+ * fs_node.c - the inode table: nodes, their attributes and cache timeouts, kernel dentry
+ * invalidation; and freeing the account-wide variant URL pattern the table's images share
+ * (fs_list.c learns it).
  *
  * Every entry the mount shows is one struct fs_node: a single allocation with the name
  * inline (a rename to a longer name puts the new one in its own allocation), found by inode number (ino hash) and by (parent, name) (name hash), and chained
@@ -228,6 +230,17 @@ int fs_table_init(struct fs_ctx *fs)
 	return 0;
 }
 
+void fs_var_free_locked(struct fs_ctx *fs)
+{
+	for (size_t i = 0; i < fs->n_var_names; i++)
+		free(fs->var_names[i]);
+	free(fs->var_names);
+	free(fs->var_base);
+	fs->var_names = NULL;
+	fs->var_base = NULL;
+	fs->n_var_names = 0;
+}
+
 void fs_table_free(struct fs_ctx *fs)
 {
 	if (fs->ino_tab) {
@@ -432,7 +445,7 @@ static mode_t node_mode(struct fs_ctx *fs, const struct fs_node *n)
 	case FS_K_CTLDIR:
 		return S_IFDIR | 0555;
 	case FS_K_CTL:
-		return fs_ctl_mode(n);
+		return n->u.ctl_mode;
 	default:
 		return S_IFREG | 0444;
 	}

@@ -1,11 +1,11 @@
 /*
- * fs_times.c - mtimes of images and the stamp that stores them with the image.
+ * fs_times.c - mtimes of images: utimensat, and storing a mtime set here with the image.
  *
  * The API keeps nothing but `uploaded` for an image, so the file's mtime (utimensat) and the
- * size of its bytes travel in one reserved key of its metadata object (api_stamp.h). Every
- * upload made here carries the stamp: the size of the bytes and, when one was set, the
- * mtime; a utimensat on a stored image is one PATCH of the metadata with the new stamp. A
- * listing then gives every host the exact size and mtime with no extra request.
+ * size of its bytes travel in one reserved key of its metadata object (the stamp,
+ * fs_stamp.c). Every upload made here carries the stamp: the size of the bytes and, when one
+ * was set, the mtime; a utimensat on a stored image is one PATCH of the metadata with the
+ * new stamp. A listing then gives every host the exact size and mtime with no extra request.
  *
  * Local first: while a file is local (created here and not uploaded, a scratch file) or
  * being written, a utimensat only changes the node (FS_NF_TIMES) and the upload takes it
@@ -19,71 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api_stamp.h"
-
 #define NS 1000000000LL
-
-static void stamp_mtime(struct api_stamp *st, int64_t ns)
-{
-	int64_t sec = ns / NS, nsec = ns % NS;
-	if (nsec < 0) {
-		nsec += NS;
-		sec--;
-	}
-	st->has_mtime = 1;
-	st->mtime_sec = sec;
-	st->mtime_nsec = (int32_t)nsec;
-}
-
-int fs_stamp_meta(struct fs_ctx *fs, const char *user, int has_mtime, int64_t mtime_ns,
-		  int64_t size, const char *path, char **out, int *stamped)
-{
-	struct api_stamp st;
-	api_stamp_init(&st);
-	if (!fs->cfg.stamp_off) {
-		if (has_mtime)
-			stamp_mtime(&st, mtime_ns);
-		st.size = size;
-	}
-	if (stamped)
-		*stamped = 0;
-	int rc = api_stamp_join(user, &st, out);
-	if (rc == 0) {
-		if (stamped)
-			*stamped = !api_stamp_empty(&st);
-		return 0;
-	}
-	if (rc != -E2BIG || api_stamp_empty(&st))
-		return rc;
-	fs_log(FS_LOG_WARN,
-	       "keeping the mtime and size of '%s' local: its metadata leaves no room for the "
-	       "stamp (1024 bytes in all)",
-	       path ? path : "?");
-	return api_stamp_join(user, NULL, out);
-}
-
-int fs_stamp_apply_locked(struct fs_node *n, const struct api_image *img, char **user)
-{
-	struct api_stamp st;
-	int rc = api_stamp_split(img->meta_json, &st, user);
-	if (rc < 0)
-		return rc;
-	int64_t ns = st.mtime_sec * NS + st.mtime_nsec;
-	if ((n->flags & FS_NF_TIMES) && st.has_mtime && ns == n->mtime_ns)
-		n->flags &= ~FS_NF_TIMES; /* the image now stores the mtime set here */
-	if (!(n->flags & FS_NF_TIMES)) {
-		n->flags &= ~FS_NF_MTIME;
-		if (st.has_mtime) {
-			n->mtime_ns = ns;
-			n->flags |= FS_NF_MTIME;
-		}
-	}
-	if (st.size >= 0 && st.size <= UINT32_MAX) {
-		n->size = (uint32_t)st.size;
-		n->flags |= FS_NF_SIZE;
-	}
-	return 0;
-}
 
 /* One PATCH of n's metadata with the stamp (mtime ns, size if known). */
 static int times_store(struct fs_ctx *fs, struct fs_node *n, int64_t ns)

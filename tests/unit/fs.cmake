@@ -2,6 +2,7 @@
 # images become nodes. Links the fs sources it tests directly (no mount needed).
 add_executable(test_fs ${CMAKE_CURRENT_LIST_DIR}/test_fs.c
                        ${CMAKE_SOURCE_DIR}/fs/fs_node.c ${CMAKE_SOURCE_DIR}/fs/fs_list.c
+                       ${CMAKE_SOURCE_DIR}/fs/fs_fresh.c ${CMAKE_SOURCE_DIR}/fs/fs_stamp.c
                        ${CMAKE_SOURCE_DIR}/fs/fs_log.c ${CMAKE_SOURCE_DIR}/fs/fs_xattr.c
                        ${CMAKE_SOURCE_DIR}/fs/fs_times.c ${CMAKE_SOURCE_DIR}/fs/fs_local.c
                        ${CMAKE_SOURCE_DIR}/fs/fs_control.c
