@@ -395,6 +395,9 @@ void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entr
 int fs_name_valid(const char *name);
 /* Frees the account-wide variant URL pattern (learned and used by fs_list.c). */
 void fs_var_free_locked(struct fs_ctx *fs);
+/* Frees a handle (fi->fh) and what it owns (fd, buffer); NULL is a no-op. The node's open
+ * count is the caller's (fs_node_release_open_locked). */
+void fs_fh_free(struct fs_fh *fh);
 
 /* ---- fs_list.c: the images listing ------------------------------------------ */
 int fs_images_refresh(struct fs_ctx *fs, int force);
@@ -624,6 +627,5 @@ void fs_rend_free(struct fs_ctx *fs);
 
 /* ---- fs_ops.c ------------------------------------------------------------------ */
 extern const struct fuse_lowlevel_ops fs_ops;
-void fs_fh_free(struct fs_fh *fh);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * fs_node.c - the inode table: nodes, their attributes and cache timeouts, kernel dentry
  * invalidation; and freeing the account-wide variant URL pattern the table's images share
- * (fs_list.c learns it).
+ * (fs_list.c learns it) and the file handles requests hold (fs_fh_free).
  *
  * Every entry the mount shows is one struct fs_node: a single allocation with the name
  * inline (a rename to a longer name puts the new one in its own allocation), found by inode number (ino hash) and by (parent, name) (name hash), and chained
@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define FS_INIT_BUCKETS 1024
 
@@ -536,6 +537,20 @@ void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entr
 	e->attr_timeout = fs_node_attr_timeout_locked(fs, n);
 	e->entry_timeout = fs_node_entry_timeout_locked(fs, n);
 	n->nlookup++;
+}
+
+/* ---- open handles ------------------------------------------------------------------ */
+
+void fs_fh_free(struct fs_fh *fh)
+{
+	if (!fh)
+		return;
+	if (fh->fd >= 0)
+		close(fh->fd);
+	if (fh->kind == FS_FH_BUF)
+		pthread_mutex_destroy(&fh->buf_lock);
+	free(fh->buf);
+	free(fh);
 }
 
 /* ---- kernel dentry invalidation ---------------------------------------------------- */

@@ -25,18 +25,6 @@ static struct fs_fh *fh_of(struct fuse_file_info *fi)
 	return fi ? (struct fs_fh *)(uintptr_t)fi->fh : NULL;
 }
 
-void fs_fh_free(struct fs_fh *fh)
-{
-	if (!fh)
-		return;
-	if (fh->fd >= 0)
-		close(fh->fd);
-	if (fh->kind == FS_FH_BUF)
-		pthread_mutex_destroy(&fh->buf_lock);
-	free(fh->buf);
-	free(fh);
-}
-
 /* Resolves ino; returns its kind or -1 (then *np is NULL). */
 static int node_kind(struct fs_ctx *fs, fuse_ino_t ino, struct fs_node **np)
 {
