@@ -9,7 +9,7 @@
 #     would bring it back).
 #  3. unmount with pending uploads: the daemon logs the bounded wait, stores every upload
 #     before it exits (0), and leaves the journal and pins empty.
-# shellcheck disable=SC2119 # helpers take optional arguments
+# shellcheck disable=SC2015,SC2119 # `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 
