@@ -7,7 +7,9 @@
 #     landed first and was then deleted, or never left); nothing duplicated.
 #  2. `rm` of a pending file: the account ends without it (an upload landing after the delete
 #     would bring it back).
-#  3. unmount with pending uploads: the daemon logs the bounded wait, stores every upload
+#  3. a refused upload (not an image): `imagesfs sync` names it, one log line says where its
+#     bytes are kept (a file in <cache>/lost+found holding them).
+#  4. unmount with pending uploads: the daemon logs the bounded wait, stores every upload
 #     before it exits (0), and leaves the journal and pins empty.
 # shellcheck disable=SC2015,SC2119 # `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
@@ -53,6 +55,17 @@ rm "$I/c.png" || fail "rm of a pending file"
 api_has_id c.png && fail "c.png is in the account after rm (its upload landed after the delete)"
 [[ -e $I/c.png ]] && fail "the mount still shows c.png"
 expect_eq "images after rm" "$(api_ids | sort | tr '\n' ' ')" "b.png "
+
+log "a refused write-back upload: one log line naming it and where its bytes are"
+printf 'not an image\n' >"$E2E_T/bad.png"
+cp "$E2E_T/bad.png" "$I/bad.png" || fail "cp bad.png (write-back: close returns once journaled)"
+"$IMAGESFS_BIN/imagesfs" sync "$M" 2>"$E2E_T/sync.err" && fail "imagesfs sync exited 0 for a refused upload"
+grep -q "not stored: images/bad.png" "$E2E_T/sync.err" || fail "sync said: $(cat "$E2E_T/sync.err")"
+expect_eq "abandoned log lines" "$(grep -c "abandoned uploading 'images/bad.png'" "${FS_LOG[$M]}")" 1
+lost=$(grep -o "abandoned uploading 'images/bad.png'.*kept in '[^']*'" "${FS_LOG[$M]}" | sed "s/.*kept in '\([^']*\)'/\1/")
+[[ $lost == "$C/lost+found/"* ]] || fail "the log does not name a file in lost+found: '$lost'"
+cmp "$E2E_T/bad.png" "$lost" || fail "the file the log names does not hold the refused bytes"
+api_has_id bad.png && fail "bad.png stored"
 
 log "unmount with pending uploads: they are stored before the daemon exits"
 mkdir "$E2E_T/many"
