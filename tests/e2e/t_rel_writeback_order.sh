@@ -8,7 +8,8 @@
 #  2. `rm` of a pending file: the account ends without it (an upload landing after the delete
 #     would bring it back).
 #  3. a refused upload (not an image): `imagesfs sync` names it, one log line says where its
-#     bytes are kept (a file in <cache>/lost+found holding them).
+#     bytes are kept (a file in <cache>/lost+found holding them); fsync of such a file
+#     returns EIO.
 #  4. unmount with pending uploads: the daemon logs the bounded wait, stores every upload
 #     before it exits (0), and leaves the journal and pins empty.
 # shellcheck disable=SC2015,SC2119 # `a && b || fail` is intended; helpers take optional arguments
@@ -66,6 +67,10 @@ lost=$(grep -o "abandoned uploading 'images/bad.png'.*kept in '[^']*'" "${FS_LOG
 [[ $lost == "$C/lost+found/"* ]] || fail "the log does not name a file in lost+found: '$lost'"
 cmp "$E2E_T/bad.png" "$lost" || fail "the file the log names does not hold the refused bytes"
 api_has_id bad.png && fail "bad.png stored"
+# fsync of a file whose upload the API refuses returns that error (EIO), not 0
+expect_errno EIO "fd = os.open('$I/bad2.png', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644); os.write(fd, b'not an image either'); os.fsync(fd)"
+"$IMAGESFS_BIN/imagesfs" sync "$M" 2>/dev/null && fail "imagesfs sync exited 0 after the refused bad2.png"
+api_has_id bad2.png && fail "bad2.png stored"
 
 log "unmount with pending uploads: they are stored before the daemon exits"
 mkdir "$E2E_T/many"
