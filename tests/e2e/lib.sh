@@ -76,10 +76,12 @@ emu_start() {
 
 # mount_fs MOUNTPOINT [-o-options]: mounts in the foreground (background job), waits.
 # Without batch= in the options the mount gets batch=$E2E_BATCH (default off: the request
-# counts of most tests are for the global API; t_fs_batch*.sh test the batch path).
+# counts of most tests are for the global API; t_fs_batch*.sh test the batch path);
+# E2E_BATCH=default adds nothing (the daemon's own default).
 mount_fs() {
 	local mnt=$1 opts=${2:-}
-	[[ ,$opts, == *,batch=* ]] || opts="batch=${E2E_BATCH:-off}${opts:+,$opts}"
+	[[ ,$opts, == *,batch=* || ${E2E_BATCH:-} == default ]] ||
+		opts="batch=${E2E_BATCH:-off}${opts:+,$opts}"
 	mkdir -p "$mnt"
 	local log
 	log="$E2E_T/fs-$(basename "$mnt").log"

@@ -152,6 +152,9 @@ for n in batch_token config keys stats variants direct_upload; do
 	expect 404 7003
 done
 
+api GET v1/config # config has no GET route here: never an image lookup (5404)
+expect 404 7003
+
 STEP=expire-hook
 T3=$(new_token)
 b GET /images/v2 "$T3"
@@ -161,5 +164,22 @@ expect 200
 check "d['expired'] == 1"
 b GET /images/v2 "$T3"
 expect 401 10000
+
+STEP=fault-429-counted
+# injected 429s are counted too, each on its own host
+T5=$(new_token)
+req POST "$HOSTURL/__emulator/stats/reset"
+req POST "$HOSTURL/__emulator/faults" -d '{"op":"images.get","status":429,"retry_after":1,"count":1}'
+expect 200
+req POST "$HOSTURL/__emulator/faults" -d '{"op":"images.list_v2","status":429,"retry_after":1,"count":2}'
+expect 200
+api GET v1/nope
+expect 429 971
+b GET /images/v2 "$T5"
+expect 429 971
+b GET /images/v2 "$T5"
+expect 429 971
+stats
+check "d['sent_429'] == 1 and d['sent_429_batch'] == 2"
 emu_stop
 echo "PASS t_emulator_batch"

@@ -11,7 +11,7 @@ emu_seed 3 s- 100
 make_pngs "$E2E_T/src" 1000
 M=$E2E_T/mnt
 emu_stats_reset
-mount_fs "$M" "batch=on"
+E2E_BATCH=default mount_fs "$M" # the default options: batch=on is the default
 
 log "cp -r of 1,000 images"
 start=$(date +%s%N)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # An emulator that refuses batch tokens (403, like a token without the permission): the mount
-# asks once, says so once in the log, and every operation works on the global API. Then a
-# batch_url that is no batch host (refuses every token) and one that does not answer at all:
-# copies still succeed on the global API.
+# asks once, says so once in the log, and every operation works on the global API. Then an
+# API without the batch_token endpoint (404), a batch_url that is no batch host (refuses every
+# token) and one that does not answer at all: copies still succeed on the global API, and the
+# first two say so once.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -35,8 +36,27 @@ umount_fs "$M"
 kill "$EMU_PID"
 wait "$EMU_PID" 2>/dev/null
 
-log "a batch_url that refuses every batch token, and one that is not listening"
+log "an API without the batch_token endpoint (404): the global API, said once"
 emu_start
+curl -fsS -X POST -d '{"op":"images.batch_token","status":404}' "$EMU_ADMIN/faults" >/dev/null ||
+	fail "arming the batch_token fault"
+M=$E2E_T/mnt-404
+mount_fs "$M" "batch=on,cache_dir=$E2E_T/cache-404"
+make_pngs "$E2E_T/src404" 8 n-
+emu_stats_reset
+cp -r "$E2E_T/src404/." "$M/images/" || fail "cp -r without a batch_token endpoint"
+rm "$M/images/n-3.png" || fail "rm without a batch_token endpoint"
+expect_eq "token requests (404)" "$(emu_op_global images.batch_token)" 1
+expect_eq "uploads on the global API (404)" "$(emu_op_global images.upload)" 8
+expect_eq "batch requests (404)" "$(emu_stat batch_total)" 0
+expect_eq "log lines about the fallback (404)" "$(grep -c "batch API unavailable" "${FS_LOG[$M]}")" 1
+grep "batch API unavailable" "${FS_LOG[$M]}" | grep -q "404" || fail "the log line does not say why: $(grep batch "${FS_LOG[$M]}")"
+rm "$E2E_T/src404/n-3.png"
+emu_verify_blobs "$E2E_T/src404"
+umount_fs "$M"
+curl -fsS -X DELETE "$EMU_ADMIN/faults" >/dev/null || fail "clearing faults"
+
+log "a batch_url that refuses every batch token, and one that is not listening"
 free_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 i=0
 for url in "${EMU_URL}" "http://127.0.0.1:$free_port"; do
@@ -52,6 +72,6 @@ for url in "${EMU_URL}" "http://127.0.0.1:$free_port"; do
 	((tokens <= 8)) || fail "$tokens token requests for 12 uploads with batch_url=$url"
 	umount_fs "$M"
 done
-grep -q "refuses every batch token" "${FS_LOG[$E2E_T/mnt-url1]}" ||
-	fail "no log line for a batch host that refuses every token"
+expect_eq "log lines for a batch host that refuses every token" \
+	"$(grep -c "refuses every batch token" "${FS_LOG[$E2E_T/mnt-url1]}")" 1
 echo "PASS t_fs_batch_fallback"

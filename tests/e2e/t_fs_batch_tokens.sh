@@ -3,6 +3,7 @@
 # its tokens before they expire and no cp fails; tokens the server expires early (the admin
 # hook, as a revoked token would be) are refused, renewed and the refused upload is sent
 # again: every image stored once, byte-exact, nothing sent to the global API's uploads.
+# A -d mount's libcurl trace of batch requests shows Authorization redacted and no token.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -45,4 +46,18 @@ expect_eq "images stored" "$(stored)" 600
 emu_verify_blobs "$E2E_T/b"
 grep -q "bt_" "${FS_LOG[$M]}" && fail "a batch token is in the log"
 umount_fs "$M"
+
+log "-d (libcurl's trace): batch requests show Authorization redacted, no token anywhere"
+M=$E2E_T/mnt-d
+mount_fs "$M" "batch=on,-d,cache_dir=$E2E_T/cache-d"
+make_pngs "$E2E_T/d" 3 d
+emu_stats_reset
+cp -r "$E2E_T/d/." "$M/images/" || fail "cp -r with -d"
+cat "$M/images/d1.png" >/dev/null || fail "read with -d"
+expect_eq "uploads on the batch host (-d)" "$(emu_op_batch images.upload)" 3
+umount_fs "$M"
+grep -q "POST /images/v1 " "${FS_LOG[$M]}" || fail "the -d log shows no batch upload: the check is blind"
+grep -qi "authorization: \[redacted\]" "${FS_LOG[$M]}" || fail "no redacted Authorization line in the -d log"
+grep -q "bt_" "${FS_LOG[$M]}" && fail "a batch token is in the -d log: $(grep -m1 -o '.\{20\}bt_.\{8\}' "${FS_LOG[$M]}")"
+grep -q "$IMAGESFS_EMULATOR_TOKEN" "${FS_LOG[$M]}" && fail "the API token is in the -d log"
 echo "PASS t_fs_batch_tokens"

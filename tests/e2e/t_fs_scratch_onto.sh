@@ -15,6 +15,25 @@ emu_seed 2 dst-
 mount_fs "$M"
 ls -l "$I" >/dev/null || fail "listing images"
 make_png "$E2E_T/a.png" 7 || fail "making a.png"
+# within SECS CMD...: CMD's status, or a failure when it has not finished after SECS. A
+# process waiting for a FUSE reply that never comes cannot be killed (timeout(1) would wait
+# forever), so on expiry the daemon is killed, which ends its requests, and the test fails.
+within() {
+	local secs=$1 pid i
+	shift
+	"$@" &
+	pid=$!
+	for ((i = 0; i < secs * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || {
+			wait "$pid"
+			return
+		}
+		sleep 0.1
+	done
+	kill -9 "${FS_PID[$M]}" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	fail "hung for $secs s: $*"
+}
 
 log "onto an image deleted elsewhere (its bytes never cached): a plain upload"
 cp "$E2E_T/a.png" "$I/.a.tmp" || fail "writing the scratch file"
@@ -38,9 +57,9 @@ except OSError as e:
 sys.exit(1)
 PY
 curl -fsS -X DELETE "$EMU_ADMIN/faults" >/dev/null || fail "clearing faults"
-timeout 10 cat "$I/.b.tmp" >"$E2E_T/got1" || fail "reading the scratch file after the failed rename hung or failed"
+within 10 cat "$I/.b.tmp" >"$E2E_T/got1" || fail "reading the scratch file after the failed rename hung or failed"
 cmp "$E2E_T/a.png" "$E2E_T/got1" || fail "the scratch file changed"
-timeout 10 mv "$I/.b.tmp" "$I/dst-000001" || fail "the retried rename hung or failed"
+within 10 mv "$I/.b.tmp" "$I/dst-000001" || fail "the retried rename hung or failed"
 curl -fsS "${auth[@]}" "$EMU_URL/accounts/$ACCOUNT/images/v1/dst-000001/blob" >"$E2E_T/got2" ||
 	fail "dst-000001 missing"
 cmp "$E2E_T/a.png" "$E2E_T/got2" || fail "dst-000001 does not hold the scratch file's bytes"

@@ -40,6 +40,7 @@ expect_gone() { api_has_id "$1" && fail "$1 still in the account"; return 0; }
 
 # crash_case NAME FAULT CMD...: runs CMD against a fresh mount in the background, waits
 # until FAULT fired, kills the daemon, clears faults, remounts and waits for convergence.
+# With GONE_AT_KILL=ID, ID must be absent from the account when the daemon is killed.
 crash_case() {
 	local name=$1 fault=$2 i
 	shift 2
@@ -55,6 +56,9 @@ crash_case() {
 	done
 	(($(fault_hits) >= 1)) || fail "$name: the fault never fired"
 	sleep 0.2
+	if [[ -n ${GONE_AT_KILL:-} ]] && api_has_id "$GONE_AT_KILL"; then
+		fail "$name: $GONE_AT_KILL not deleted yet when the daemon is killed"
+	fi
 	kill9_fs "$M"
 	faults_clear
 	rel_mount "$M" "$EMU_URL"
@@ -130,4 +134,17 @@ crash_case "rename onto an image, killed after its DELETE ran (reply held)" \
 expect_image c.png "$E2E_T/old.png"
 expect_image a.png "$E2E_T/new.png"
 umount_fs "$M"
-expect_eq "images at the end" "$(api_ids | sort | tr '\n' ' ')" "a.png b.png c.png x.png "
+
+# The destination's DELETE ran (no fault on it); the upload of a's bytes under c is held.
+GONE_AT_KILL=c.png crash_case "rename onto an image, killed before the upload runs (destination deleted)" \
+	"{\"op\":\"images.upload\",\"mode\":$HOLD}" rename_onto
+expect_image c.png "$E2E_T/old.png"
+expect_image a.png "$E2E_T/new.png"
+umount_fs "$M"
+
+crash_case "rename onto an image, killed after the upload ran (reply held)" \
+	"{\"op\":\"images.upload\",\"mode\":$STALL}" rename_onto
+expect_image c.png "$E2E_T/new.png"
+expect_gone a.png
+umount_fs "$M"
+expect_eq "images at the end" "$(api_ids | sort | tr '\n' ' ')" "b.png c.png x.png "

@@ -2,6 +2,7 @@
 # Issue 12, finding 3: a DELETE or PATCH whose every reply is lost (the server acted, the
 # client never heard) is settled by reading the image back, so rm's and setfattr's exit
 # status match what the server holds. The same faults before the server acts must fail.
+# t_rel_lost_reply_batch.sh runs it on the batch host (E2E_BATCH=on).
 # shellcheck disable=SC2119 # helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
@@ -19,6 +20,16 @@ m = {k: v for k, v in (json.load(sys.stdin).get("meta") or {}).items() if k != "
 print(json.dumps(m or None, sort_keys=True, separators=(",", ":")))'
 }
 
+# on_host OP: with E2E_BATCH=on (t_rel_lost_reply_batch.sh) every OP and its read-back
+# (images.get) went to the batch host; otherwise to the global API.
+on_host() {
+	local other=global
+	[[ ${E2E_BATCH:-off} == on ]] || other="batch"
+	expect_eq "$1 on the $other host" "$(emu_op_$other "$1")" 0
+	expect_eq "read-backs (images.get) on the $other host" "$(emu_op_$other images.get)" 0
+	(($(emu_op images.get) >= 1)) || fail "$1: no read-back"
+}
+
 for i in 1 2 3 4; do
 	make_png "$E2E_T/p$i.png" 12 12 "$i"
 	cp "$E2E_T/p$i.png" "$M/images/p$i.png" || fail "cp p$i.png"
@@ -34,6 +45,7 @@ for rule in '{"op":"images.delete","mode":"close","after":true}' \
 	rm "$M/images/p$n.png" || fail "rm failed although the server deleted p$n.png ($rule)"
 	faults_clear
 	((($(emu_op images.delete)) >= 2)) || fail "the fault did not fire"
+	on_host images.delete
 	api_has_id "p$n.png" && fail "p$n.png is still stored"
 	[[ -e $M/images/p$n.png ]] && fail "p$n.png still shows in the mount"
 done
@@ -59,6 +71,7 @@ for rule in '{"op":"images.edit","mode":"close","after":true}' \
 		fail "setfattr user.creator failed although the server applied it ($rule)"
 	faults_clear
 	((($(emu_op images.edit)) >= 4)) || fail "the fault did not fire"
+	on_host images.edit
 	expect_eq "stored metadata" "$(meta_of p4.png)" "{\"lost\":$n}"
 	expect_eq "metadata in the mount" "$(getfattr --absolute-names --only-values -n user.metadata "$M/images/p4.png")" \
 		"{\"lost\":$n}"

@@ -136,6 +136,10 @@ START_TEST(test_custom_id_valid)
 	ck_assert_int_eq(api_custom_id_valid("keys"), -EINVAL);
 	ck_assert_int_eq(api_custom_id_valid("stats"), -EINVAL);
 	ck_assert_int_eq(api_custom_id_valid("variants"), -EINVAL);
+	ck_assert_int_eq(api_custom_id_valid("batch_token"), -EINVAL);
+	ck_assert_int_eq(api_custom_id_valid("direct_upload"), -EINVAL);
+	ck_assert_int_eq(api_custom_id_valid("config"), -EINVAL);
+	ck_assert_int_eq(api_custom_id_valid("config/x.png"), 0);
 	ck_assert_int_eq(api_custom_id_valid("keys/a.png"), 0);
 	ck_assert_int_eq(api_custom_id_valid("stats.png"), 0);
 	ck_assert_int_eq(api_custom_id_valid("/"), -EINVAL);

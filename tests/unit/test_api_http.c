@@ -648,6 +648,42 @@ START_TEST(test_rate_limiter_throttles)
 }
 END_TEST
 
+/* Time a call waits in the client's limiter is not charged to its retry budget (issue 8: a
+ * throttled call must keep its retries). Budget 300 ms, limiter 2/s: each attempt of the
+ * second call waits ~500 ms for the limiter, so a budget that counted it would refuse the
+ * retry after the 503. */
+START_TEST(test_limiter_wait_not_charged_to_retry_budget)
+{
+	struct api_counters k;
+	struct api_stats st;
+	fake_add_reply(&F, 200, NULL, OK_ENV("{\"count\":{\"allowed\":1,\"current\":0}}"));
+	fake_add_reply(&F, 503, NULL, ERR_ENV(5503, "Server Unavailable"));
+	fake_add_reply(&F, 200, NULL, OK_ENV("{\"count\":{\"allowed\":1,\"current\":0}}"));
+	start();
+	struct api_config cfg = {.base_url = F.base_url,
+				 .account_id = "acc",
+				 .token = "sekret",
+				 .max_attempts = 3,
+				 .retry_budget_ms = 300,
+				 .rate_per_sec = 2.0,
+				 .rate_burst = 1,
+				 .connect_timeout_ms = 2000,
+				 .request_timeout_ms = 5000,
+				 .low_speed_time_s = 5};
+	struct api_client *c = NULL;
+	ck_assert_int_eq(api_client_new(&cfg, &c), 0);
+	ck_assert_int_eq(api_stats_get(c, &st, NULL), 0); /* takes the burst */
+	ck_assert_int_eq(api_stats_get(c, &st, NULL), 0); /* 503, retried after the wait */
+	api_counters_get(c, &k);
+	ck_assert_uint_eq(k.requests, 3);
+	ck_assert_uint_eq(k.retries, 1);
+	ck_assert_uint_ge(k.throttled_ms, 900); /* both attempts of the second call waited */
+	ck_assert_int_eq(fake_http_nreqs(&F), 3);
+	api_client_free(c);
+	fake_http_stop(&F);
+}
+END_TEST
+
 START_TEST(test_keys_edit_variants_requests)
 {
 	struct api_key_list kl;
@@ -916,6 +952,7 @@ void add_http_tests(TCase *tc)
 	tcase_add_test(tc, test_list_v2_options_stop_and_bad_tokens);
 	tcase_add_test(tc, test_list_v1_page);
 	tcase_add_test(tc, test_rate_limiter_throttles);
+	tcase_add_test(tc, test_limiter_wait_not_charged_to_retry_budget);
 	tcase_add_test(tc, test_keys_edit_variants_requests);
 	tcase_add_test(tc, test_verbose_trace_redacts_secrets);
 	tcase_add_test(tc, test_activity_counts_ops_hosts_uploads);
