@@ -747,7 +747,8 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 		w->dirty = 0; /* local: uploaded only by a rename to a visible name */
 	else if (w->dirty && fs->cfg.writeback) {
 		/* an attribute set failed during this replace: as upload_w, keep the image */
-		rc = xa_failed ? -EIO : fs_wb_stage(fs, fh->node, w->fd, w->size);
+		/* the journal may take the staged file over (w->path NULL: restaged on write) */
+		rc = xa_failed ? -EIO : fs_wb_stage(fs, fh->node, w->fd, w->size, &w->path);
 		if (rc < 0)
 			w->err = rc;
 		else

@@ -159,8 +159,8 @@ static int stage_metas(struct fs_ctx *fs, const struct fs_attrs *a, int old_mtim
 	return rc;
 }
 
-/* Journals the staged bytes (fd) of n for upload: the write-back flush. */
-int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
+/* Journals the staged bytes (fd, the file *staged) of n for upload: the write-back flush. */
+int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size, char **staged)
 {
 	struct fs_attrs a;
 	char *new_meta = NULL, *old_meta = NULL;
@@ -194,6 +194,7 @@ int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
 					    .old_version = old_fd >= 0 ? version : 0,
 					    .old_fd = old_fd,
 					    .new_fd = fd,
+					    .new_path = staged,
 					    .meta = old_meta,
 					    .new_meta = new_meta,
 					    .creator = a.creator,

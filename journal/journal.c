@@ -188,7 +188,7 @@ static const char *op_name(int op)
 	return op == JOURNAL_RENAME ? "rename" : op == JOURNAL_UPLOAD ? "upload" : "replace";
 }
 
-static int entry_format(FILE *f, const struct jentry *e)
+int journal_entry_format(FILE *f, const struct jentry *e)
 {
 	char pin[64], newpin[64];
 	journal_pin_name(e->seq, pin, sizeof(pin));
@@ -221,7 +221,7 @@ int journal_entry_write(struct journal *j, const struct jentry *e)
 		unlinkat(j->dirfd, tmp, 0);
 		return rc;
 	}
-	int rc = entry_format(f, e);
+	int rc = journal_entry_format(f, e);
 	if (rc == 0 && fflush(f) != 0)
 		rc = -errno;
 	if (rc == 0 && fsync(fd) < 0)
@@ -237,14 +237,19 @@ int journal_entry_write(struct journal *j, const struct jentry *e)
 	return rc;
 }
 
-int journal_entry_remove(struct journal *j, const struct jentry *e)
+int journal_entry_remove(struct journal *j, struct jentry *e)
 {
 	char name[64], pin[64];
+	int rc;
 	journal_entry_name(e->seq, name, sizeof(name));
-	if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT)
+	if (e->seg) { /* a logged upload: a done record (journal_log.c) */
+		if ((rc = journal_log_done(j, e)) < 0)
+			return rc;
+	} else if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT) {
 		return -errno;
-	if (fsync(j->dirfd) < 0)
+	} else if (fsync(j->dirfd) < 0) {
 		return -errno;
+	}
 	if (e->pinned) {
 		journal_pin_name(e->seq, pin, sizeof(pin));
 		cache_unpin(j->cache, pin);
@@ -300,22 +305,14 @@ static int parse_field(struct jentry *e, const char *key, const char *val, int *
 	return 0;
 }
 
-/* Parses one entry file; NULL when it is incomplete or malformed. */
-static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
+/* Parses one entry from f (read to its "end" line); NULL when incomplete or malformed. */
+struct jentry *journal_entry_parse(FILE *f, uint64_t seq)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 	struct jentry *e = calloc(1, sizeof(*e));
 	char line[JOURNAL_LINE_MAX];
 	int bad = 0, done = 0, version = 0;
-	if (!f || !e) {
-		if (f)
-			fclose(f);
-		else if (fd >= 0)
-			close(fd);
-		free(e);
+	if (!e)
 		return NULL;
-	}
 	e->seq = seq;
 	while (!bad && !done && fgets(line, sizeof(line), f)) {
 		size_t n = strlen(line);
@@ -334,7 +331,6 @@ static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
 		if (!sp || parse_field(e, line, sp + 1, &bad, &version) < 0)
 			bad = 1;
 	}
-	fclose(f);
 	if (bad || !done || version != 1 || !e->op || !e->id ||
 	    (e->op == JOURNAL_RENAME && !e->src) || (e->op == JOURNAL_UPLOAD && !e->new_pinned)) {
 		journal_entry_free(e);
@@ -345,14 +341,34 @@ static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
 	return e;
 }
 
-/* Appends e keeping the list sorted by seq (the order of loading and of begin). */
+/* Parses one entry file; NULL when it is incomplete or malformed. */
+static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	struct jentry *e = journal_entry_parse(f, seq);
+	fclose(f);
+	return e;
+}
+
+/* Appends e keeping the list sorted by seq (the order of loading and of begin); a new
+ * entry (the newest, nearly always) goes to the tail at once. */
 void journal_insert_locked(struct journal *j, struct jentry *e)
 {
 	struct jentry **pp = &j->head;
+	if (j->tail && j->tail->seq < e->seq)
+		pp = &j->tail->next;
 	while (*pp && (*pp)->seq < e->seq)
 		pp = &(*pp)->next;
 	e->next = *pp;
 	*pp = e;
+	if (!e->next)
+		j->tail = e;
 	j->n++;
 }
 
@@ -495,6 +511,8 @@ int journal_open(const struct journal_config *cfg, struct journal **out)
 	j->dirfd = -1;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->cond, NULL);
+	pthread_mutex_init(&j->log_lock, NULL);
+	pthread_cond_init(&j->log_cond, NULL);
 	int rc = -ENOMEM;
 	if (!(j->lost_dir = strdup(cfg->lost_dir)))
 		goto fail;
@@ -505,7 +523,7 @@ int journal_open(const struct journal_config *cfg, struct journal **out)
 		rc = -errno;
 		goto fail;
 	}
-	if ((rc = load_entries(j)) < 0)
+	if ((rc = load_entries(j)) < 0 || (rc = journal_log_load(j)) < 0)
 		goto fail;
 	sweep_pins(j);
 	*out = j;
@@ -525,13 +543,23 @@ static int pin_intent(struct journal *j, struct jentry *e, const struct journal_
 			return rc;
 		e->pinned = 1;
 	}
-	if (in->op == JOURNAL_UPLOAD) {
-		journal_newpin_name(e->seq, pin, sizeof(pin));
-		if ((rc = cache_pin(j->cache, pin, in->new_fd, NULL)) < 0)
-			return rc;
-		e->new_pinned = 1;
-	}
 	return 0;
+}
+
+/* A write-back upload: one log record holding the intent and the bytes (one fdatasync,
+ * journal_log.c), then the working copy the workers and readers use. */
+static int begin_upload(struct journal *j, struct jentry *e, const struct journal_intent *in)
+{
+	struct stat st;
+	e->new_pinned = 1; /* recorded: the working copy is journal-<seq>-new */
+	int rc = fstat(in->new_fd, &st) < 0 ? -errno : 0;
+	if (rc == 0)
+		rc = journal_log_append(j, e, in->new_fd, (uint64_t)st.st_size);
+	if (rc == 0 && (rc = journal_log_working_copy(j, e, in->new_fd, in->new_path)) < 0)
+		journal_log_done(j, e); /* on disk already: cancelled */
+	if (rc < 0)
+		e->new_pinned = 0;
+	return rc;
 }
 
 static void unpin_intent(struct journal *j, struct jentry *e)
@@ -572,7 +600,9 @@ int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *
 	pthread_mutex_lock(&j->lock);
 	e->seq = j->next_seq++;
 	pthread_mutex_unlock(&j->lock);
-	if ((rc = pin_intent(j, e, in)) < 0 || (rc = journal_entry_write(j, e)) < 0) {
+	if ((rc = pin_intent(j, e, in)) < 0 ||
+	    (rc = in->op == JOURNAL_UPLOAD ? begin_upload(j, e, in) : journal_entry_write(j, e)) <
+		0) {
 		unpin_intent(j, e);
 		goto fail;
 	}
@@ -601,9 +631,12 @@ struct jentry *journal_find_locked(struct journal *j, uint64_t seq)
 /* Unlinks e from the list; the caller frees it. */
 void journal_unlist_locked(struct journal *j, struct jentry *e)
 {
-	for (struct jentry **pp = &j->head; *pp; pp = &(*pp)->next)
+	struct jentry *prev = NULL;
+	for (struct jentry **pp = &j->head; *pp; prev = *pp, pp = &(*pp)->next)
 		if (*pp == e) {
 			*pp = e->next;
+			if (j->tail == e)
+				j->tail = prev;
 			j->n--;
 			break;
 		}

@@ -68,7 +68,12 @@ struct journal_intent {
 	const char *src_id;  /* rename: the source id (deleted last); NULL for replace */
 	int64_t old_version; /* uploaded_ms of the image at id being replaced; 0 = none */
 	int old_fd;	     /* its bytes (read from offset 0) to pin; -1 = none */
-	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (pinned too); else -1 */
+	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (logged); else -1 */
+	/* JOURNAL_UPLOAD, nullable: *new_path is the staged file (cache_stage_open) holding
+	 * new_fd's bytes; the journal takes it over as its working copy (renamed, *new_path
+	 * freed and set to NULL) instead of copying. The caller must not write through new_fd
+	 * afterwards. */
+	char **new_path;
 	/* Attributes to upload the old image back with (replace, or rename onto an image);
 	 * for JOURNAL_UPLOAD also those of the new image (a replace keeps them). meta is the
 	 * metadata object exactly as it is to be stored (for the old image: with its own
