@@ -292,6 +292,10 @@ static int create_node(struct fs_ctx *fs, struct fs_node *dir, const char *name,
 			n->u.img->w->refs++;
 		}
 		fs_node_entry_locked(fs, n, e);
+		/* New and empty: the kernel may keep these attributes (cp's fstat after the
+		 * create needs no GETATTR); each write through it drops its cached size and
+		 * times, so what follows asks again (attr timeout 0 while written). */
+		e->attr_timeout = e->entry_timeout;
 	}
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
