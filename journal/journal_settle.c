@@ -308,18 +308,25 @@ static int order_test_set(uint64_t *bits, uint64_t h)
 	return hit;
 }
 
+/* The oldest eligible entry that is due, else the eligible one due soonest. The scan stops
+ * at the first due one: with thousands of queued uploads, that is the first not busy. */
 static struct jentry *next_due_locked(struct journal *j, int64_t *wait_ms)
 {
 	uint64_t bits[ORDER_BITS / 64];
 	struct jentry *best = NULL;
+	int64_t now = journal_now_ms();
 	memset(bits, 0, sizeof(bits));
 	for (struct jentry *e = j->head; e; e = e->next) {
 		int blocked = order_test_set(bits, e->hash);
 		blocked |= order_test_set(bits, e->src_hash);
-		if (!blocked && !e->owned && !e->busy && (!best || e->next_ms < best->next_ms))
+		if (blocked || e->owned || e->busy)
+			continue;
+		if (!best || e->next_ms < best->next_ms)
 			best = e;
+		if (e->next_ms <= now)
+			break;
 	}
-	*wait_ms = best ? best->next_ms - journal_now_ms() : -1;
+	*wait_ms = best ? best->next_ms - now : -1;
 	return best;
 }
 
