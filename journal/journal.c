@@ -5,7 +5,10 @@
  * change, and replayed at the next open) and git's lockfile.c (write a temp file, fsync,
  * rename into place, fsync the directory).
  *
- * On-disk format. One file per entry, <dir>/<16 hex seq>.intent, text, one field a line:
+ * On-disk format. One file per replace or rename entry, <dir>/<16 hex seq>.intent, text,
+ * one field a line (a write-back upload is the same text inside a record of the write-back
+ * log, <dir>/wb-<n>.log, with its bytes: journal_log.c; upload .intent files of an earlier
+ * version are still loaded and finished):
  *
  *     imagesfs-intent 1
  *     op replace|rename|upload
@@ -26,7 +29,7 @@
  * not parse, cannot come from a completed journal_begin (the rename publishes only whole
  * files): it is removed at open with a log line.
  *
- * fsync points, in order, for journal_begin:
+ * fsync points, in order, for journal_begin of a replace or rename:
  *   1. the pin: file, then pin/ directory (cache_pin);
  *   2. <seq>.intent.tmp written and fsync'd;
  *   3. renamed to <seq>.intent, then the journal directory fsync'd.
@@ -35,12 +38,16 @@
  * removes the pin: a crash in between leaves a pin no entry names, which journal_open
  * removes. A crash before 3 leaves a .tmp file (removed at open) and possibly a pin
  * (removed likewise); the destructive step was not taken, so nothing needs undoing.
+ * A write-back upload has fewer: the pin of an image it replaces (1.), then its log record
+ * fdatasync'd, the one fsync a new file's close() waits for (journal_log.c).
  *
  * What is pinned: the bytes of the image a replace (or a rename onto an existing image)
  * deletes, from before its delete until the entry is finished. A rename's source needs no
  * pin: its bytes are uploaded under the destination before the source is deleted. A
- * write-back upload pins the bytes it will upload (journal-<seq>-new) from before close()
- * returns until they are stored, and the old image's bytes when it replaces one.
+ * write-back upload keeps the bytes it will upload in its log record and, as its working
+ * copy, in pin journal-<seq>-new (not fsync'd: made again from the record after a crash),
+ * from before close() returns until they are stored; and the old image's bytes, pinned
+ * and fsync'd, when it replaces one.
  *
  * Recovery order: journal_open loads every entry (oldest sequence first) as deferred;
  * journal_start's thread settles them oldest first, in the background, while the mount

@@ -97,9 +97,11 @@ int journal_start(struct journal *j);
 void journal_close(struct journal *j);
 
 /* Records an intent durably: pins in->old_fd's bytes (if any), writes the entry and fsyncs
- * it and the directory. The caller owns the entry (the background leaves it alone) until
- * journal_finish or journal_defer. 0 and *seq, or -errno (nothing recorded: the caller
- * must not take the destructive step). */
+ * it and the directory; a JOURNAL_UPLOAD is instead one record of the write-back log (the
+ * intent and new_fd's bytes, one fdatasync shared with concurrent callers). The caller owns
+ * a replace or rename entry (the background leaves it alone) until journal_finish or
+ * journal_defer. 0 and *seq, or -errno (nothing recorded: the caller must not take the
+ * destructive step, nor report the upload as journaled). */
 int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *seq);
 /* The account is in an allowed state: removes the entry, then its pin. */
 void journal_finish(struct journal *j, uint64_t seq);
