@@ -587,7 +587,9 @@ int journal_log_load(struct journal *j)
 		qsort(ld.dones, ld.ndones, sizeof(*ld.dones), cmp_u64);
 	for (size_t i = 0; i < ld.nups; i++) {
 		struct jentry *e = ld.ups[i];
-		if (rc < 0 || bsearch(&e->seq, ld.dones, ld.ndones, sizeof(*ld.dones), cmp_u64)) {
+		int done =
+		    ld.ndones && bsearch(&e->seq, ld.dones, ld.ndones, sizeof(*ld.dones), cmp_u64);
+		if (rc < 0 || done) {
 			journal_entry_free(e);
 			continue;
 		}
