@@ -474,8 +474,6 @@ int cache_stage_open(struct cache *c, int *fd_out, char **path_out)
 
 	if (!c || !fd_out || !path_out)
 		return -EINVAL;
-	if (cache_stage_take(c, fd_out, path_out) == 0) /* made ahead (cache_stage.c) */
-		return 0;
 	if ((err = cache_disk_tmp_create(c, CACHE_STAGE_PREFIX, name, &fd)) < 0)
 		return err;
 	len = strlen(c->tmp_path) + 1 + strlen(name) + 1;
@@ -646,7 +644,6 @@ void cache_close(struct cache *c)
 
 	if (!c)
 		return;
-	cache_stage_pool_close(c);
 	for (e = c->mru; e; e = next) {
 		next = e->older;
 		free(e);

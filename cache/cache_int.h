@@ -71,8 +71,6 @@ struct cache {
 	struct cache_stats st;	      /* guarded by c->lock */
 	uint64_t pinned_bytes;	      /* guarded by c->lock: bytes of pin/ (cache_pin.c) */
 	uint64_t pinned;	      /* guarded by c->lock: files in pin/ */
-	struct cache_stage_pool *stage_pool; /* guarded by c->lock (cache_stage.c) */
-	int stage_pool_failed;		     /* guarded by c->lock: no pool thread */
 };
 
 /* cache_disk.c */
@@ -93,11 +91,6 @@ int cache_disk_stamp(int fd, int64_t stamp);
 /* cache.c: the file name of staged_path inside tmp/, or NULL if it is not a path that
  * cache_stage_open can have returned. */
 const char *cache_staged_name(const struct cache *c, const char *staged_path);
-/* cache_stage.c: a staged file made ahead (fd and malloc'd path), or -EAGAIN when none is
- * ready (the caller creates one); cache_stage_pool_close stops the pool's thread and
- * removes its files. */
-int cache_stage_take(struct cache *c, int *fd_out, char **path_out);
-void cache_stage_pool_close(struct cache *c);
 /* cache_pin.c: counts pin/ at open (before the index is loaded, so eviction sees it). */
 int cache_pin_scan(struct cache *c);
 /* cache.c: evicts LRU entries until `need` more bytes fit beside committed and pinned ones. */

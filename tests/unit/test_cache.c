@@ -164,16 +164,13 @@ static bool lookup_ok(struct cache *c, const char *id, int64_t v, char byte, siz
 	return true;
 }
 
-/* Totals over every regular file under path, but the empty staged files the cache makes
- * ahead of need (cache_stage.c, "stage-r-*"). */
+/* Totals over every regular file under path. */
 static uint64_t walk_bytes, walk_files;
 static const char *walk_root;
 
 static int walk_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
 	ck_assert_msg(strncmp(p, walk_root, strlen(walk_root)) == 0, "'%s' outside", p);
-	if (flag == FTW_F && !strncmp(p + ftw->base, "stage-r-", 8) && st->st_size == 0)
-		return 0;
 	if (flag == FTW_F) {
 		walk_bytes += (uint64_t)st->st_size;
 		walk_files++;
@@ -923,46 +920,6 @@ START_TEST(test_adopt)
 }
 END_TEST
 
-/* Staged files, most of them made ahead by the pool's thread (cache_stage.c), are empty,
- * private and distinct; the ones not handed out are gone after cache_close. */
-START_TEST(test_stage_pool)
-{
-	struct cache_config cfg = {.dir = dir, .max_bytes = 1 << 20};
-	struct cache *c;
-	enum { N = 40 };
-	char *paths[N];
-	ck_assert_int_eq(cache_open(&cfg, &c), 0);
-	for (int i = 0; i < N; i++) {
-		int fd;
-		struct stat st;
-		ck_assert_int_eq(cache_stage_open(c, &fd, &paths[i]), 0);
-		ck_assert_int_eq(fstat(fd, &st), 0);
-		ck_assert_int_eq(st.st_size, 0);
-		ck_assert_int_eq(st.st_mode & 0777, 0600);
-		ck_assert_int_eq(write(fd, "x", 1), 1);
-		close(fd);
-		for (int k = 0; k < i; k++)
-			ck_assert_str_ne(paths[k], paths[i]);
-		if (i % 8 == 7)
-			usleep(20000); /* let the pool refill */
-	}
-	cache_close(c);
-	DIR *d;
-	char tmp[600];
-	snprintf(tmp, sizeof(tmp), "%s/v1/tmp", dir);
-	ck_assert_ptr_nonnull(d = opendir(tmp));
-	int files = 0;
-	for (struct dirent *de; (de = readdir(d));)
-		files += de->d_name[0] != '.';
-	closedir(d);
-	ck_assert_int_eq(files, N); /* the staged ones, which are the caller's to remove */
-	for (int i = 0; i < N; i++) {
-		ck_assert_int_eq(unlink(paths[i]), 0);
-		free(paths[i]);
-	}
-}
-END_TEST
-
 /* A staged file becomes a pin by rename (counted, not evicted), and the pin becomes the
  * blob of a version by rename: the write-back path, without a copy. */
 START_TEST(test_pin_adopt_commit)
@@ -1039,7 +996,6 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, test_modes);
 	tcase_add_test(tc, test_adopt);
 	tcase_add_test(tc, test_open_exclusive);
-	tcase_add_test(tc, test_stage_pool);
 	tcase_add_test(tc, test_pin_adopt_commit);
 	suite_add_tcase(s, tc);
 	return s;
