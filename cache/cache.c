@@ -362,7 +362,7 @@ int cache_stage_open(struct cache *c, int *fd_out, char **path_out)
 
 /* Returns the file name of staged_path inside tmp/, or NULL if it is not a path that
  * cache_stage_open can have returned. */
-static const char *staged_name(const struct cache *c, const char *staged_path)
+const char *cache_staged_name(const struct cache *c, const char *staged_path)
 {
 	size_t n = strlen(c->tmp_path), plen = sizeof(CACHE_STAGE_PREFIX "-") - 1;
 	const char *base;
@@ -385,7 +385,7 @@ int cache_adopt(struct cache *c, const char *id, int64_t version, const char *st
 
 	if (check_key(c, id) < 0 || !staged_path)
 		return -EINVAL;
-	if (!(base = staged_name(c, staged_path))) {
+	if (!(base = cache_staged_name(c, staged_path))) {
 		/* Not ours: never unlink a path we did not create. */
 		cache_warn("refusing to adopt '%s': not a staged file of this cache", staged_path);
 		return -EINVAL;

@@ -87,6 +87,14 @@ void cache_stats_get(struct cache *c, struct cache_stats *out);
  * pin directory: on return 0 the bytes survive a power loss. Replaces an existing pin of
  * that name. *size_out (nullable) receives the byte count. On failure nothing is left. */
 int cache_pin(struct cache *c, const char *name, int src_fd, uint64_t *size_out);
+/* Moves a staged file (a path from cache_stage_open) into pin/<name> by rename, without
+ * fsync: for bytes made durable elsewhere (the journal's write-back log, which re-creates
+ * the pin after a crash). Counted and kept like any pin; replaces a pin of that name. On
+ * success the staged path is gone; on failure it is left to the caller. */
+int cache_pin_adopt(struct cache *c, const char *name, const char *staged_path);
+/* Moves pin/<name> into the cache as the blob of (id, version), by rename (no copy); the
+ * pin is gone on success (also when the cache could not keep the blob). */
+int cache_pin_commit(struct cache *c, const char *name, const char *id, int64_t version);
 /* Read-only fd on a pin (the caller closes it); -ENOENT if there is none. */
 int cache_pin_open(struct cache *c, const char *name, int *fd_out);
 /* Removes a pin (0 if there was none). */

@@ -89,6 +89,9 @@ int cache_disk_tmp_create(struct cache *c, const char *prefix, char name_out[CAC
 int cache_disk_reopen(int fd);
 /* Sets the file's atime and mtime to stamp ns (so LRU order survives a remount). */
 int cache_disk_stamp(int fd, int64_t stamp);
+/* cache.c: the file name of staged_path inside tmp/, or NULL if it is not a path that
+ * cache_stage_open can have returned. */
+const char *cache_staged_name(const struct cache *c, const char *staged_path);
 /* cache_pin.c: counts pin/ at open (before the index is loaded, so eviction sees it). */
 int cache_pin_scan(struct cache *c);
 /* cache_index.c; every function needs c->lock held. */

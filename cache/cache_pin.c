@@ -7,6 +7,11 @@
  * committed bytes when the cache evicts (cache_index.c), so they never count as
  * free space. cache_open (cache_pin_scan) counts the pins and deletes leftover .tmp- files;
  * it never deletes a pin: only its owner (the journal) knows whether it is still needed.
+ *
+ * cache_pin_adopt takes a staged file as a pin by rename, without fsync, for bytes whose
+ * durable copy is elsewhere (the journal's write-back log, journal/journal_log.c);
+ * cache_pin_commit moves a pin into the cache as a blob (rename), so a stored upload is
+ * read back without a copy.
  */
 #include "cache_int.h"
 
@@ -81,6 +86,20 @@ static void pin_uncount(struct cache *c, uint64_t size)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Counts a pin that just took its name (replacing one of `old` bytes when it existed). */
+static void pin_count(struct cache *c, int existed, uint64_t old, uint64_t size)
+{
+	pthread_mutex_lock(&c->lock);
+	if (existed) {
+		c->pinned_bytes -= old <= c->pinned_bytes ? old : c->pinned_bytes;
+		c->pinned--;
+	}
+	c->pinned_bytes += size;
+	c->pinned++;
+	cache_evict_locked(c, 0); /* make room under the cap; a pin is never a candidate */
+	pthread_mutex_unlock(&c->lock);
+}
+
 int cache_pin(struct cache *c, const char *name, int src_fd, uint64_t *size_out)
 {
 	char tmp[sizeof(PIN_TMP_PREFIX) + PIN_NAME_MAX];
@@ -108,18 +127,52 @@ int cache_pin(struct cache *c, const char *name, int src_fd, uint64_t *size_out)
 		cache_warn("cannot pin '%s': %s", name, strerror(-rc));
 		return rc;
 	}
-	pthread_mutex_lock(&c->lock);
-	if (existed) {
-		c->pinned_bytes -= old <= c->pinned_bytes ? old : c->pinned_bytes;
-		c->pinned--;
-	}
-	c->pinned_bytes += size;
-	c->pinned++;
-	cache_evict_locked(c, 0); /* make room under the cap; a pin is never a candidate */
-	pthread_mutex_unlock(&c->lock);
+	pin_count(c, existed, old, size);
 	if (size_out)
 		*size_out = size;
 	return 0;
+}
+
+int cache_pin_adopt(struct cache *c, const char *name, const char *staged_path)
+{
+	const char *base = staged_path ? cache_staged_name(c, staged_path) : NULL;
+	struct stat st;
+	if (!pin_name_ok(name) || !base)
+		return -EINVAL;
+	if (fstatat(c->tmp_fd, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	uint64_t old = pin_size_at(c->pin_fd, name);
+	int existed = faccessat(c->pin_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	if (renameat(c->tmp_fd, base, c->pin_fd, name) < 0)
+		return -errno;
+	pin_count(c, existed, old, (uint64_t)st.st_size);
+	return 0;
+}
+
+int cache_pin_commit(struct cache *c, const char *name, const char *id, int64_t version)
+{
+	static unsigned long counter; /* names are unique under the cache's exclusive lock */
+	char base[CACHE_TMP_NAME_MAX], *path;
+	if (!pin_name_ok(name))
+		return -EINVAL;
+	uint64_t size = pin_size_at(c->pin_fd, name);
+	pthread_mutex_lock(&c->lock);
+	unsigned long k = ++counter;
+	pthread_mutex_unlock(&c->lock);
+	snprintf(base, sizeof(base), CACHE_STAGE_PREFIX "-p%015lx", k);
+	size_t len = strlen(c->tmp_path) + 1 + strlen(base) + 1;
+	if (!(path = malloc(len)))
+		return -ENOMEM;
+	snprintf(path, len, "%s/%s", c->tmp_path, base);
+	int rc = renameat(c->pin_fd, name, c->tmp_fd, base) < 0 ? -errno : 0;
+	if (rc == 0) {
+		pin_uncount(c, size);
+		cache_adopt(c, id, version, path); /* owns the file now, even on failure */
+	}
+	free(path);
+	return rc;
 }
 
 int cache_pin_open(struct cache *c, const char *name, int *fd_out)

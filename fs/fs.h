@@ -523,8 +523,9 @@ void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd)
 /* A synchronous upload or rename waits at most this long for an unfinished journal entry of
  * the same id (a restore in the background), then goes ahead. */
 #define FS_JOURNAL_ORDER_MS 30000
-/* Journals n's staged bytes for a background upload; 0 once durable, or -errno. */
-int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size);
+/* Journals n's staged bytes (fd, the staged file *staged, which the journal may take over:
+ * *staged is then NULL) for a background upload; 0 once durable, or -errno. */
+int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size, char **staged);
 /* Wait for a pending write-back upload of the image (node, child, inode) before an
  * operation that must be ordered after it: 0 (stored, or none), -EIO (refused), or
  * -ETIMEDOUT. fs_wb_wait_child maps -EIO to 0 (the operation then sees what is stored). */

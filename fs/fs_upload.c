@@ -292,6 +292,10 @@ static int create_node(struct fs_ctx *fs, struct fs_node *dir, const char *name,
 			n->u.img->w->refs++;
 		}
 		fs_node_entry_locked(fs, n, e);
+		/* New and empty: the kernel may keep these attributes (cp's fstat after the
+		 * create needs no GETATTR); each write through it drops its cached size and
+		 * times, so what follows asks again (attr timeout 0 while written). */
+		e->attr_timeout = e->entry_timeout;
 	}
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
@@ -747,7 +751,8 @@ int fs_img_flush(struct fs_ctx *fs, struct fs_fh *fh)
 		w->dirty = 0; /* local: uploaded only by a rename to a visible name */
 	else if (w->dirty && fs->cfg.writeback) {
 		/* an attribute set failed during this replace: as upload_w, keep the image */
-		rc = xa_failed ? -EIO : fs_wb_stage(fs, fh->node, w->fd, w->size);
+		/* the journal may take the staged file over (w->path NULL: restaged on write) */
+		rc = xa_failed ? -EIO : fs_wb_stage(fs, fh->node, w->fd, w->size, &w->path);
 		if (rc < 0)
 			w->err = rc;
 		else

@@ -2,9 +2,13 @@
  * fs_writeback.c - images/ with -o writeback: close() returns once the bytes are staged
  * and journaled; the journal's workers upload them (journal/journal_settle.c).
  *
- * A file written with write-back becomes one JOURNAL_UPLOAD entry at flush: its bytes are
- * pinned (fsync'd) in the cache, together with the bytes of the image it replaces, and the
- * node is marked FS_NF_WB until the upload is stored. Meanwhile:
+ * A file written with write-back becomes one JOURNAL_UPLOAD entry at flush: its bytes and
+ * the intent are one record of the journal's log, fdatasync'd before flush returns (the
+ * bytes of an image it replaces are pinned and fsync'd first); the staged file itself
+ * becomes the working copy the uploads read (journal_log.c), so a later write through the
+ * same handle restages first. A new file's flush makes no request (a replace first needs
+ * the old image's bytes: from the cache, or downloaded). The node is marked FS_NF_WB
+ * until the upload is stored. Meanwhile:
  *  - reads get the pinned bytes (fs_blob_fd asks the journal first), listings keep the
  *    local state (size, attributes) instead of the server's;
  *  - every later operation on the path that would change the account (open for writing,
@@ -159,8 +163,8 @@ static int stage_metas(struct fs_ctx *fs, const struct fs_attrs *a, int old_mtim
 	return rc;
 }
 
-/* Journals the staged bytes (fd) of n for upload: the write-back flush. */
-int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
+/* Journals the staged bytes (fd, the file *staged) of n for upload: the write-back flush. */
+int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size, char **staged)
 {
 	struct fs_attrs a;
 	char *new_meta = NULL, *old_meta = NULL;
@@ -194,6 +198,7 @@ int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size)
 					    .old_version = old_fd >= 0 ? version : 0,
 					    .old_fd = old_fd,
 					    .new_fd = fd,
+					    .new_path = staged,
 					    .meta = old_meta,
 					    .new_meta = new_meta,
 					    .creator = a.creator,

@@ -5,7 +5,10 @@
  * change, and replayed at the next open) and git's lockfile.c (write a temp file, fsync,
  * rename into place, fsync the directory).
  *
- * On-disk format. One file per entry, <dir>/<16 hex seq>.intent, text, one field a line:
+ * On-disk format. One file per replace or rename entry, <dir>/<16 hex seq>.intent, text,
+ * one field a line (a write-back upload is the same text inside a record of the write-back
+ * log, <dir>/wb-<n>.log, with its bytes: journal_log.c; upload .intent files of an earlier
+ * version are still loaded and finished):
  *
  *     imagesfs-intent 1
  *     op replace|rename|upload
@@ -26,7 +29,7 @@
  * not parse, cannot come from a completed journal_begin (the rename publishes only whole
  * files): it is removed at open with a log line.
  *
- * fsync points, in order, for journal_begin:
+ * fsync points, in order, for journal_begin of a replace or rename:
  *   1. the pin: file, then pin/ directory (cache_pin);
  *   2. <seq>.intent.tmp written and fsync'd;
  *   3. renamed to <seq>.intent, then the journal directory fsync'd.
@@ -35,12 +38,16 @@
  * removes the pin: a crash in between leaves a pin no entry names, which journal_open
  * removes. A crash before 3 leaves a .tmp file (removed at open) and possibly a pin
  * (removed likewise); the destructive step was not taken, so nothing needs undoing.
+ * A write-back upload has fewer: the pin of an image it replaces (1.), then its log record
+ * fdatasync'd, the one fsync a new file's close() waits for (journal_log.c).
  *
  * What is pinned: the bytes of the image a replace (or a rename onto an existing image)
  * deletes, from before its delete until the entry is finished. A rename's source needs no
  * pin: its bytes are uploaded under the destination before the source is deleted. A
- * write-back upload pins the bytes it will upload (journal-<seq>-new) from before close()
- * returns until they are stored, and the old image's bytes when it replaces one.
+ * write-back upload keeps the bytes it will upload in its log record and, as its working
+ * copy, in pin journal-<seq>-new (not fsync'd: made again from the record after a crash),
+ * from before close() returns until they are stored; and the old image's bytes, pinned
+ * and fsync'd, when it replaces one.
  *
  * Recovery order: journal_open loads every entry (oldest sequence first) as deferred;
  * journal_start's thread settles them oldest first, in the background, while the mount
@@ -188,7 +195,7 @@ static const char *op_name(int op)
 	return op == JOURNAL_RENAME ? "rename" : op == JOURNAL_UPLOAD ? "upload" : "replace";
 }
 
-static int entry_format(FILE *f, const struct jentry *e)
+int journal_entry_format(FILE *f, const struct jentry *e)
 {
 	char pin[64], newpin[64];
 	journal_pin_name(e->seq, pin, sizeof(pin));
@@ -221,7 +228,7 @@ int journal_entry_write(struct journal *j, const struct jentry *e)
 		unlinkat(j->dirfd, tmp, 0);
 		return rc;
 	}
-	int rc = entry_format(f, e);
+	int rc = journal_entry_format(f, e);
 	if (rc == 0 && fflush(f) != 0)
 		rc = -errno;
 	if (rc == 0 && fsync(fd) < 0)
@@ -237,14 +244,19 @@ int journal_entry_write(struct journal *j, const struct jentry *e)
 	return rc;
 }
 
-int journal_entry_remove(struct journal *j, const struct jentry *e)
+int journal_entry_remove(struct journal *j, struct jentry *e)
 {
 	char name[64], pin[64];
+	int rc;
 	journal_entry_name(e->seq, name, sizeof(name));
-	if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT)
+	if (e->seg) { /* a logged upload: a done record (journal_log.c) */
+		if ((rc = journal_log_done(j, e)) < 0)
+			return rc;
+	} else if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT) {
 		return -errno;
-	if (fsync(j->dirfd) < 0)
+	} else if (fsync(j->dirfd) < 0) {
 		return -errno;
+	}
 	if (e->pinned) {
 		journal_pin_name(e->seq, pin, sizeof(pin));
 		cache_unpin(j->cache, pin);
@@ -300,22 +312,14 @@ static int parse_field(struct jentry *e, const char *key, const char *val, int *
 	return 0;
 }
 
-/* Parses one entry file; NULL when it is incomplete or malformed. */
-static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
+/* Parses one entry from f (read to its "end" line); NULL when incomplete or malformed. */
+struct jentry *journal_entry_parse(FILE *f, uint64_t seq)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 	struct jentry *e = calloc(1, sizeof(*e));
 	char line[JOURNAL_LINE_MAX];
 	int bad = 0, done = 0, version = 0;
-	if (!f || !e) {
-		if (f)
-			fclose(f);
-		else if (fd >= 0)
-			close(fd);
-		free(e);
+	if (!e)
 		return NULL;
-	}
 	e->seq = seq;
 	while (!bad && !done && fgets(line, sizeof(line), f)) {
 		size_t n = strlen(line);
@@ -334,7 +338,6 @@ static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
 		if (!sp || parse_field(e, line, sp + 1, &bad, &version) < 0)
 			bad = 1;
 	}
-	fclose(f);
 	if (bad || !done || version != 1 || !e->op || !e->id ||
 	    (e->op == JOURNAL_RENAME && !e->src) || (e->op == JOURNAL_UPLOAD && !e->new_pinned)) {
 		journal_entry_free(e);
@@ -345,14 +348,34 @@ static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
 	return e;
 }
 
-/* Appends e keeping the list sorted by seq (the order of loading and of begin). */
+/* Parses one entry file; NULL when it is incomplete or malformed. */
+static struct jentry *entry_read(int dirfd, const char *name, uint64_t seq)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	struct jentry *e = journal_entry_parse(f, seq);
+	fclose(f);
+	return e;
+}
+
+/* Appends e keeping the list sorted by seq (the order of loading and of begin); a new
+ * entry (the newest, nearly always) goes to the tail at once. */
 void journal_insert_locked(struct journal *j, struct jentry *e)
 {
 	struct jentry **pp = &j->head;
+	if (j->tail && j->tail->seq < e->seq)
+		pp = &j->tail->next;
 	while (*pp && (*pp)->seq < e->seq)
 		pp = &(*pp)->next;
 	e->next = *pp;
 	*pp = e;
+	if (!e->next)
+		j->tail = e;
 	j->n++;
 }
 
@@ -495,6 +518,8 @@ int journal_open(const struct journal_config *cfg, struct journal **out)
 	j->dirfd = -1;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->cond, NULL);
+	pthread_mutex_init(&j->log_lock, NULL);
+	pthread_cond_init(&j->log_cond, NULL);
 	int rc = -ENOMEM;
 	if (!(j->lost_dir = strdup(cfg->lost_dir)))
 		goto fail;
@@ -505,7 +530,7 @@ int journal_open(const struct journal_config *cfg, struct journal **out)
 		rc = -errno;
 		goto fail;
 	}
-	if ((rc = load_entries(j)) < 0)
+	if ((rc = load_entries(j)) < 0 || (rc = journal_log_load(j)) < 0)
 		goto fail;
 	sweep_pins(j);
 	*out = j;
@@ -525,13 +550,23 @@ static int pin_intent(struct journal *j, struct jentry *e, const struct journal_
 			return rc;
 		e->pinned = 1;
 	}
-	if (in->op == JOURNAL_UPLOAD) {
-		journal_newpin_name(e->seq, pin, sizeof(pin));
-		if ((rc = cache_pin(j->cache, pin, in->new_fd, NULL)) < 0)
-			return rc;
-		e->new_pinned = 1;
-	}
 	return 0;
+}
+
+/* A write-back upload: one log record holding the intent and the bytes (one fdatasync,
+ * journal_log.c), then the working copy the workers and readers use. */
+static int begin_upload(struct journal *j, struct jentry *e, const struct journal_intent *in)
+{
+	struct stat st;
+	e->new_pinned = 1; /* recorded: the working copy is journal-<seq>-new */
+	int rc = fstat(in->new_fd, &st) < 0 ? -errno : 0;
+	if (rc == 0)
+		rc = journal_log_append(j, e, in->new_fd, (uint64_t)st.st_size);
+	if (rc == 0 && (rc = journal_log_working_copy(j, e, in->new_fd, in->new_path)) < 0)
+		journal_log_done(j, e); /* on disk already: cancelled */
+	if (rc < 0)
+		e->new_pinned = 0;
+	return rc;
 }
 
 static void unpin_intent(struct journal *j, struct jentry *e)
@@ -572,7 +607,9 @@ int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *
 	pthread_mutex_lock(&j->lock);
 	e->seq = j->next_seq++;
 	pthread_mutex_unlock(&j->lock);
-	if ((rc = pin_intent(j, e, in)) < 0 || (rc = journal_entry_write(j, e)) < 0) {
+	if ((rc = pin_intent(j, e, in)) < 0 ||
+	    (rc = in->op == JOURNAL_UPLOAD ? begin_upload(j, e, in) : journal_entry_write(j, e)) <
+		0) {
 		unpin_intent(j, e);
 		goto fail;
 	}
@@ -601,9 +638,12 @@ struct jentry *journal_find_locked(struct journal *j, uint64_t seq)
 /* Unlinks e from the list; the caller frees it. */
 void journal_unlist_locked(struct journal *j, struct jentry *e)
 {
-	for (struct jentry **pp = &j->head; *pp; pp = &(*pp)->next)
+	struct jentry *prev = NULL;
+	for (struct jentry **pp = &j->head; *pp; prev = *pp, pp = &(*pp)->next)
 		if (*pp == e) {
 			*pp = e->next;
+			if (j->tail == e)
+				j->tail = prev;
 			j->n--;
 			break;
 		}

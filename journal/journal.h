@@ -68,7 +68,12 @@ struct journal_intent {
 	const char *src_id;  /* rename: the source id (deleted last); NULL for replace */
 	int64_t old_version; /* uploaded_ms of the image at id being replaced; 0 = none */
 	int old_fd;	     /* its bytes (read from offset 0) to pin; -1 = none */
-	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (pinned too); else -1 */
+	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (logged); else -1 */
+	/* JOURNAL_UPLOAD, nullable: *new_path is the staged file (cache_stage_open) holding
+	 * new_fd's bytes; the journal takes it over as its working copy (renamed, *new_path
+	 * freed and set to NULL) instead of copying. The caller must not write through new_fd
+	 * afterwards. */
+	char **new_path;
 	/* Attributes to upload the old image back with (replace, or rename onto an image);
 	 * for JOURNAL_UPLOAD also those of the new image (a replace keeps them). meta is the
 	 * metadata object exactly as it is to be stored (for the old image: with its own
@@ -92,9 +97,11 @@ int journal_start(struct journal *j);
 void journal_close(struct journal *j);
 
 /* Records an intent durably: pins in->old_fd's bytes (if any), writes the entry and fsyncs
- * it and the directory. The caller owns the entry (the background leaves it alone) until
- * journal_finish or journal_defer. 0 and *seq, or -errno (nothing recorded: the caller
- * must not take the destructive step). */
+ * it and the directory; a JOURNAL_UPLOAD is instead one record of the write-back log (the
+ * intent and new_fd's bytes, one fdatasync shared with concurrent callers). The caller owns
+ * a replace or rename entry (the background leaves it alone) until journal_finish or
+ * journal_defer. 0 and *seq, or -errno (nothing recorded: the caller must not take the
+ * destructive step, nor report the upload as journaled). */
 int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *seq);
 /* The account is in an allowed state: removes the entry, then its pin. */
 void journal_finish(struct journal *j, uint64_t seq);

@@ -48,7 +48,7 @@
 
 /* Uploads a pin of e (the old image, or with `fresh` the write-back bytes) under e->id;
  * out (nullable) receives the stored image. */
-static int upload_pin(struct journal *j, const struct jentry *e, int fresh, struct api_image *out,
+static int upload_pin(struct journal *j, struct jentry *e, int fresh, struct api_image *out,
 		      struct api_err *err)
 {
 	char pin[64];
@@ -58,6 +58,8 @@ static int upload_pin(struct journal *j, const struct jentry *e, int fresh, stru
 	else
 		journal_pin_name(e->seq, pin, sizeof(pin));
 	int rc = cache_pin_open(j->cache, pin, &fd);
+	if (rc == -ENOENT && fresh && e->seg && journal_log_rebuild(j, e) == 0)
+		rc = cache_pin_open(j->cache, pin, &fd); /* the working copy went missing */
 	if (rc < 0)
 		return rc;
 	struct api_upload up = {
@@ -201,17 +203,19 @@ upload:
 	return abandon(j, e, 1, &err) == 0 ? JOURNAL_ABANDONED : -EIO;
 }
 
-/* Calls on_upload with the stored bytes (before the entry leaves the table). */
+/* Calls on_upload with the stored bytes (before the entry leaves the table); the working
+ * copy of stored bytes becomes the cache's blob of the new version (no copy). */
 static void notify_upload(struct journal *j, const struct jentry *e, const struct api_image *img)
 {
 	char pin[64];
 	int fd = -1;
-	if (!j->on_upload)
-		return;
 	journal_newpin_name(e->seq, pin, sizeof(pin));
 	if (img && cache_pin_open(j->cache, pin, &fd) < 0)
 		fd = -1;
-	j->on_upload(j->arg, e->id, img, fd);
+	if (fd >= 0)
+		cache_pin_commit(j->cache, pin, e->id, img->uploaded_ms);
+	if (j->on_upload)
+		j->on_upload(j->arg, e->id, img, fd);
 	if (fd >= 0)
 		close(fd);
 }
@@ -304,18 +308,25 @@ static int order_test_set(uint64_t *bits, uint64_t h)
 	return hit;
 }
 
+/* The oldest eligible entry that is due, else the eligible one due soonest. The scan stops
+ * at the first due one: with thousands of queued uploads, that is the first not busy. */
 static struct jentry *next_due_locked(struct journal *j, int64_t *wait_ms)
 {
 	uint64_t bits[ORDER_BITS / 64];
 	struct jentry *best = NULL;
+	int64_t now = journal_now_ms();
 	memset(bits, 0, sizeof(bits));
 	for (struct jentry *e = j->head; e; e = e->next) {
 		int blocked = order_test_set(bits, e->hash);
 		blocked |= order_test_set(bits, e->src_hash);
-		if (!blocked && !e->owned && !e->busy && (!best || e->next_ms < best->next_ms))
+		if (blocked || e->owned || e->busy)
+			continue;
+		if (!best || e->next_ms < best->next_ms)
 			best = e;
+		if (e->next_ms <= now)
+			break;
 	}
-	*wait_ms = best ? best->next_ms - journal_now_ms() : -1;
+	*wait_ms = best ? best->next_ms - now : -1;
 	return best;
 }
 
@@ -415,6 +426,10 @@ void journal_close(struct journal *j)
 		j->head = e->next;
 		journal_entry_free(e);
 	}
+	j->tail = NULL;
+	journal_log_close(j);
+	pthread_cond_destroy(&j->log_cond);
+	pthread_mutex_destroy(&j->log_lock);
 	if (j->dirfd >= 0)
 		close(j->dirfd);
 	free(j->lost_dir);

@@ -148,6 +148,34 @@ rel_py() {
 		python3 - "$@"
 }
 
+# journal_entries CACHEDIR: unfinished journal entries on disk: <seq>.intent files (replace,
+# rename) plus upload records of the write-back log without their done record (format:
+# journal/journal_log.c; a torn tail ends a segment, as at replay).
+journal_entries() {
+	python3 - "$1/journal" <<'EOF'
+import os, struct, sys, zlib
+d = sys.argv[1]
+names = os.listdir(d) if os.path.isdir(d) else []
+n = sum(1 for f in names if f.endswith(".intent"))
+ups, dones = set(), set()
+for f in sorted(names):
+    if not (f.startswith("wb-") and f.endswith(".log")):
+        continue
+    b = open(os.path.join(d, f), "rb").read()
+    at = 0
+    while at + 40 <= len(b):
+        magic, kind, tlen, seq, dlen, crc = struct.unpack_from("<8sIIQQI", b, at)
+        end = at + 40 + tlen + dlen
+        if magic != b"imgsfsWB" or kind not in (1, 2) or end > len(b):
+            break
+        if zlib.crc32(b[at:at + 32] + b"\0" * 8 + b[at + 40:end]) != crc:
+            break
+        (ups if kind == 1 else dones).add(seq)
+        at = end
+print(n + len(ups - dones))
+EOF
+}
+
 # cache_verify CACHEDIR: every committed entry equals the API's bytes of its id (entries of
 # ids that no longer exist are only counted). Fails on a partial or wrong entry.
 cache_verify() {

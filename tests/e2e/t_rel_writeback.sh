@@ -3,14 +3,17 @@
 # for a real network round trip.
 #  1. 1,000 small images by one sequential `cp -r`: the time until cp returns is printed
 #     beside that of 100 synchronous uploads (the issue's target, measured on the same
-#     setup); asserted only against a generous bound (half a synchronous copy), as the
-#     machine is shared. `imagesfs sync` then exits 0, every image is stored byte-exact,
+#     setup; not asserted, the machine is shared: section 4 proves without a clock that cp
+#     pays no round trip). `imagesfs sync` then exits 0, every image is stored byte-exact,
 #     the journal and the pins are empty.
 #  2. Reads of a file whose upload is pending return its bytes; fsync waits for the upload.
 #  3. Uploads the API refuses (not an image: the bytes themselves) are named exactly by
 #     `imagesfs sync`, which exits non-zero; their bytes are in <cache>/lost+found.
-#  4. kill -9 after `cp -r` returned and before sync, remount: every image is uploaded
-#     without any user action.
+#  4. With a request budget of one (a listing) and then one per 2.7 hours, cp -r of 300
+#     images still returns 0, and the server saw no request while it ran: close()
+#     waits for none (one would hang the test until its timeout). kill -9, the working
+#     copies of the pending uploads removed (they are not fsync'd; the journal's log holds
+#     the bytes), remount: every image is uploaded without any user action.
 # shellcheck disable=SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
@@ -20,7 +23,7 @@ emu_start --latency-ms 100
 M=$E2E_T/mnt
 C=$E2E_T/cache
 OPTS="writeback,rate_limit=off"
-entries() { { find "$C/journal" -name '*.intent' 2>/dev/null || true; } | wc -l; }
+entries() { journal_entries "$C"; }
 pins() { { find "$C/v1/pin" -type f 2>/dev/null || true; } | wc -l; }
 SYNC=$IMAGESFS_BIN/imagesfs
 
@@ -83,10 +86,6 @@ if ((cp_ms < rtt * 100)); then
 else
 	log "cp -r took $cp_ms ms, more than 100 round trips ($((rtt * 100)) ms): a loaded machine?"
 fi
-# The asserted bound is generous (timing on a shared machine): half the time a synchronous
-# copy needs (N round trips).
-((cp_ms < rtt * N / 2)) || fail "cp -r took $cp_ms ms; synchronously it takes about $((rtt * N)) ms"
-((queued > 0)) || fail "nothing was queued: the uploads ran inside close()"
 check_stored "$E2E_T/wb" wb
 expect_eq "journal entries after sync" "$(entries)" 0
 expect_eq "pins after sync" "$(pins)" 0
@@ -128,15 +127,22 @@ check_stored "$E2E_T/mixed" mixed
 "$SYNC" sync "$M" || fail "a second sync still reports the old failures"
 umount_fs "$M"
 
-log "kill -9 after cp -r returned, before sync: the next mount uploads everything"
+log "cp -r pays no round trip; kill -9 after it returned, before sync: the next mount uploads everything"
 gen "$E2E_T/crash" 300 crash
-rel_mount "$M" "$EMU_URL" "$OPTS"
-fault_add '{"op":"images.upload","mode":"status","status":503}' # nothing leaves before the kill
+# 10/86400: a burst of one request (the listing below takes it), then one per 2.7 hours. A
+# close() that waited for any request would block that long.
+rel_mount "$M" "$EMU_URL" "writeback,rate_limit=10/86400,dir_ttl=86400"
+ls "$M/images" >/dev/null # the names cp creates are then answered from this listing
+before=$(emu_total)
 cp -r "$E2E_T/crash" "$M/images/" || fail "cp -r crash"
+expect_eq "requests the server saw while cp -r ran" "$(($(emu_total) - before))" 0
+expect_eq "journaled uploads when cp -r returned" "$(entries)" 300
 kill9_fs "$M"
-faults_clear
-log "$(entries) journal entries left by the killed daemon"
-(($(entries) == 300)) || fail "expected 300 journaled uploads, found $(entries)"
+api_ids | grep -q '^crash/' && fail "an upload left although the budget was spent"
+# The working copies are not fsync'd (a power loss may take them): the log must suffice.
+log "removing $(find "$C/v1/pin" -name 'journal-*-new' | wc -l) working copies of pending uploads"
+find "$C/v1/pin" -name 'journal-*-new' -delete
+expect_eq "journal entries left by the killed daemon" "$(entries)" 300
 rel_mount "$M" "$EMU_URL" "$OPTS"
 start=$(ms_now)
 while (($(entries) > 0)); do

@@ -449,6 +449,40 @@ START_TEST(test_open_exclusive)
 }
 END_TEST
 
+/* A staged file becomes a pin by rename (counted, not evicted), and the pin becomes the
+ * blob of a version by rename: the write-back path, without a copy. */
+START_TEST(test_pin_adopt_commit)
+{
+	struct cache_config cfg = {.dir = dir, .max_bytes = 1 << 20};
+	struct cache *c;
+	char buf[300], *staged;
+	int fd;
+	memset(buf, 'w', sizeof(buf));
+	ck_assert_int_eq(cache_open(&cfg, &c), 0);
+	ck_assert_int_eq(cache_stage_open(c, &fd, &staged), 0);
+	ck_assert_int_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	close(fd);
+	ck_assert_int_eq(cache_pin_adopt(c, "bad/name", staged), -EINVAL);
+	ck_assert_int_eq(cache_pin_adopt(c, "wc", "/etc/passwd"), -EINVAL);
+	ck_assert_int_eq(cache_pin_adopt(c, "wc", staged), 0);
+	ck_assert_int_ne(access(staged, F_OK), 0);
+	free(staged);
+	ck_assert_uint_eq(stats(c).pinned, 1);
+	ck_assert_uint_eq(stats(c).pinned_bytes, sizeof(buf));
+	ck_assert_int_eq(cache_pin_open(c, "wc", &fd), 0);
+	check_fd(fd, 'w', sizeof(buf));
+	close(fd);
+	ck_assert_int_eq(cache_pin_commit(c, "wc", "up/x.png", 42), 0);
+	ck_assert_uint_eq(stats(c).pinned, 0);
+	ck_assert_uint_eq(stats(c).pinned_bytes, 0);
+	ck_assert(lookup_ok(c, "up/x.png", 42, 'w', sizeof(buf)));
+	ck_assert_int_eq(cache_pin_open(c, "wc", &fd), -ENOENT);
+	ck_assert_int_eq(cache_pin_commit(c, "wc", "up/x.png", 43), -ENOENT);
+	ck_assert_uint_eq(disk_files("tmp", NULL), 0);
+	cache_close(c);
+}
+END_TEST
+
 TCase *test_cache_disk_tcase(void)
 {
 	TCase *tc = tcase_create("disk");
@@ -465,5 +499,6 @@ TCase *test_cache_disk_tcase(void)
 	tcase_add_test(tc, test_modes);
 	tcase_add_test(tc, test_adopt);
 	tcase_add_test(tc, test_open_exclusive);
+	tcase_add_test(tc, test_pin_adopt_commit);
 	return tc;
 }
