@@ -118,6 +118,12 @@ int journal_upload_fd(struct journal *j, const char *id, int *fd, uint64_t *size
  * timeout_ms: 0 when the last upload of id was stored (or there was none), -EIO when it
  * was abandoned (journal_settle.c), -ETIMEDOUT. */
 int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms);
+/* As journal_wait_id, for an operation that must follow id's pending uploads and would
+ * otherwise wait out the timeout while the server refuses them: also returns -ETIMEDOUT as
+ * soon as an attempt at an entry naming id fails after the call began (the server is down,
+ * 429, ...: the entry stays queued and is retried with backoff). So the caller fails within
+ * about one retry budget of the API client, as it would without write-back. */
+int journal_wait_stored(struct journal *j, const char *id, int64_t timeout_ms);
 
 /* Unfinished entries (owned ones included); of them, write-back uploads. */
 size_t journal_pending(struct journal *j);

@@ -29,6 +29,7 @@ struct jentry {
 	int busy;	     /* the thread is settling it */
 	int src_doomed;	     /* rename: the upload is done, src will be deleted (hidden) */
 	int attempts;	     /* background attempts so far */
+	int64_t failed_ms;   /* monotonic ms the last background attempt failed, 0 = never */
 	int replayed;	     /* loaded at journal_open: left by an earlier run */
 	int64_t next_ms;     /* monotonic ms of the next background attempt */
 	struct jentry *next; /* sorted by seq */

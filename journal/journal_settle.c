@@ -375,6 +375,8 @@ static void *settle_thread(void *arg)
 				     "retrying in the background",
 				     e->id, strerror(-rc));
 		e->next_ms = journal_now_ms() + backoff;
+		e->failed_ms = journal_now_ms();
+		pthread_cond_broadcast(&j->cond); /* journal_wait_stored returns on it */
 	}
 	pthread_mutex_unlock(&j->lock);
 	return NULL;
@@ -488,24 +490,27 @@ static int failed_has_locked(struct journal *j, const char *id)
 	return 0;
 }
 
-int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms)
+/* journal_wait_id, and with `attempt` journal_wait_stored: also -ETIMEDOUT once an entry
+ * naming id fails an attempt that ends after the call began. */
+static int wait_id(struct journal *j, const char *id, int64_t timeout_ms, int attempt)
 {
 	uint64_t h = journal_hash(id);
-	int64_t deadline = journal_now_ms() + timeout_ms;
+	int64_t start = journal_now_ms(), deadline = start + timeout_ms;
 	int rc = 0;
 	pthread_mutex_lock(&j->lock);
 	for (;;) {
-		int found = 0;
+		int found = 0, failed = 0;
 		for (struct jentry *e = j->head; e; e = e->next)
 			if (names_id(e, h, id)) {
 				found = 1;
+				failed |= attempt && e->failed_ms >= start;
 				if (!e->owned && !e->busy && e->next_ms > journal_now_ms())
 					e->next_ms = journal_now_ms();
 			}
 		if (!found)
 			break;
 		int64_t left = deadline - journal_now_ms();
-		if (left <= 0) {
+		if (left <= 0 || failed) {
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -516,4 +521,14 @@ int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms)
 		rc = -EIO;
 	pthread_mutex_unlock(&j->lock);
 	return rc;
+}
+
+int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms)
+{
+	return wait_id(j, id, timeout_ms, 0);
+}
+
+int journal_wait_stored(struct journal *j, const char *id, int64_t timeout_ms)
+{
+	return wait_id(j, id, timeout_ms, 1);
 }
