@@ -144,11 +144,15 @@ def png(seed):
 
 
 def run(*argv):
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        p = subprocess.run(argv, capture_output=True, timeout=OP_TIMEOUT_S)
+        _, err = p.communicate(timeout=OP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        # A tool blocked in a FUSE request cannot die until the daemon answers: report now
+        # (subprocess.run would wait for it, past the test's own timeout) and leave it.
+        p.kill()
         raise Fail(f"{' '.join(argv)} hung for {OP_TIMEOUT_S} s")
-    return p.returncode, p.stderr.decode(errors="replace").strip()
+    return p.returncode, err.decode(errors="replace").strip()
 
 
 def local_file(tag, data, meta=None):
@@ -469,7 +473,9 @@ def main():
     except Exception as e:  # noqa: BLE001 - every failure prints the replay
         faults_clear()
         print(f"FAIL: model test, seed {SEED}, mode {MODE}: {e}")
-        print(f"replay: IMAGESFS_MODEL_SEED={SEED} IMAGESFS_MODEL_OPS={len(log) + 1}; ops so far:")
+        mode = " MODEL_MODE=writeback" if MODE == "writeback" else ""
+        print(f"replay: IMAGESFS_MODEL_SEED={SEED} IMAGESFS_MODEL_OPS={len(log) + 1}{mode}; "
+              "ops so far:")
         for line in log:
             print("  " + line)
         sys.exit(1)
