@@ -567,10 +567,10 @@ static int old_meta(struct fs_ctx *fs, struct fs_node *on, const struct fs_attrs
 }
 
 /* Records the intent to replace the image at id (its bytes pinned, see journal.h); on is
- * the node of that image (for its stamp). */
+ * the node of that image (for its stamp). A rename names its source (src_id, version). */
 static int journal_replace(struct fs_ctx *fs, struct fs_node *on, const char *id,
-			   const char *src_id, const struct fs_attrs *old, int64_t old_version,
-			   int old_fd, uint64_t *seq)
+			   const char *src_id, int64_t src_version, const struct fs_attrs *old,
+			   int64_t old_version, int old_fd, uint64_t *seq)
 {
 	char *meta;
 	if (!fs->journal)
@@ -582,6 +582,7 @@ static int journal_replace(struct fs_ctx *fs, struct fs_node *on, const char *id
 	    .op = src_id ? JOURNAL_RENAME : JOURNAL_REPLACE,
 	    .id = id,
 	    .src_id = src_id,
+	    .src_version = src_version,
 	    .old_version = old_fd >= 0 ? old_version : 0,
 	    .old_fd = old_fd,
 	    .meta = meta,
@@ -608,7 +609,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 		return upload_fd_err(fs, id, new_fd, url, old, strrchr(path, '/') + 1, path, out, err);
 	if (rc < 0)
 		return rc;
-	rc = journal_replace(fs, n, id, NULL, old, old_version, old_fd, &seq);
+	rc = journal_replace(fs, n, id, NULL, 0, old, old_version, old_fd, &seq);
 	close(old_fd);
 	if (rc < 0)
 		return rc; /* nothing deleted: the undo is not durable */
@@ -1044,7 +1045,8 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	int journaled = !src->scratch || dfd >= 0;
 	if (journaled)
 		rc = journal_replace(fs, dst->n, dst->id, src->scratch ? NULL : src->id,
-				     dfd >= 0 ? &dst->a : NULL, dst->version, dfd, &seq);
+				     src->version, dfd >= 0 ? &dst->a : NULL, dst->version, dfd,
+				     &seq);
 	if (dfd >= 0)
 		close(dfd);
 	if (rc < 0) {

@@ -66,6 +66,7 @@ struct journal_intent {
 	int op;		     /* enum journal_op */
 	const char *id;	     /* replace: the image; rename: the destination id */
 	const char *src_id;  /* rename: the source id (deleted last); NULL for replace */
+	int64_t src_version; /* rename: uploaded_ms of the source image; 0 = unknown */
 	int64_t old_version; /* uploaded_ms of the image at id being replaced; 0 = none */
 	int old_fd;	     /* its bytes (read from offset 0) to pin; -1 = none */
 	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (pinned too); else -1 */
@@ -103,9 +104,13 @@ void journal_finish(struct journal *j, uint64_t seq);
  * (the entry stays, still owned by the caller). */
 int journal_settle(struct journal *j, uint64_t seq);
 /* A rename's upload under the destination succeeded: from now on the source is hidden
- * (journal_hides) and the entry settles to "after" only. */
+ * (journal_hides) and the entry settles to "after" only: the source is deleted whatever
+ * became of the destination since (a later rm or mv of it does not undo the rename). */
 void journal_mark_committed(struct journal *j, uint64_t seq);
-/* Hands an owned entry to the background thread, which settles it with backoff. */
+/* Hands an owned entry to the background thread, which settles it with backoff. A
+ * committed rename is first recorded so (the entry rewritten and fsync'd), so that a replay
+ * after a crash settles it to "after" only as well; if that write fails, a log line says so
+ * and only a crash before the source is deleted could then bring the source back. */
 void journal_defer(struct journal *j, uint64_t seq);
 
 /* 1 while an unfinished rename entry will delete id (the mount must not show it), else 0. */

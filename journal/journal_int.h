@@ -20,9 +20,11 @@ struct jentry {
 	char *new_meta; /* JOURNAL_UPLOAD: metadata of the new image; NULL = meta */
 	int rsu;
 	int64_t old_version;
-	int pinned;	/* pin journal-<seq>: the old image */
-	int new_pinned; /* pin journal-<seq>-new: JOURNAL_UPLOAD's bytes */
-	uint64_t hash;	/* of id, for per-id ordering (journal_settle.c) */
+	int64_t src_version; /* rename: uploaded_ms of the source image, 0 = unknown */
+	int committed;	     /* rename: recorded on disk as committed (journal_defer) */
+	int pinned;	     /* pin journal-<seq>: the old image */
+	int new_pinned;	     /* pin journal-<seq>-new: JOURNAL_UPLOAD's bytes */
+	uint64_t hash;	     /* of id, for per-id ordering (journal_settle.c) */
 	uint64_t src_hash;
 	/* Guarded by journal->lock. */
 	int owned;	     /* a live operation drives it; the thread leaves it alone */

@@ -10,9 +10,13 @@
  *     GET id finds nothing         -> upload the pinned old bytes with the old metadata,
  *                                    creator and requireSignedURLs under id -> before
  *   rename (src -> dst, old_version, pin)
+ *     committed (mv returned 0)    -> after, whatever dst holds now (a later rm or mv of
+ *                                    dst must not bring src back): DELETE src
  *     GET dst finds the old image  -> before (the destination was never deleted, the
  *                                    source never touched)
  *     GET dst finds another image  -> the upload landed: DELETE src (404 counts) -> after
+ *     (DELETE src: when the entry knows src's version, a GET first; another image at src
+ *     since, or none, counts as deleted)
  *     GET dst finds nothing         -> the upload did not land, src was not touched;
  *                                    upload the pinned old destination back if there
  *                                    was one -> before
@@ -146,13 +150,27 @@ static int settle_missing(struct journal *j, struct jentry *e)
 	return rc;
 }
 
+/* The rename's upload landed: delete the source image (the version renamed, when the entry
+ * knows it: another image at that id since is not ours to delete). */
 static int settle_rename_after(struct journal *j, struct jentry *e)
 {
 	struct api_err err;
+	struct api_image img;
 	pthread_mutex_lock(&j->lock);
 	e->src_doomed = 1;
 	pthread_mutex_unlock(&j->lock);
-	int rc = api_image_delete(j->api, e->src, &err);
+	int rc = e->src_version ? api_image_get(j->api, e->src, &img, &err) : 0;
+	if (rc == -ENOENT)
+		return JOURNAL_AFTER;
+	if (rc < 0)
+		return rc;
+	if (e->src_version) {
+		int other = img.uploaded_ms != e->src_version;
+		api_image_release(&img);
+		if (other)
+			return JOURNAL_AFTER;
+	}
+	rc = api_image_delete(j->api, e->src, &err);
 	if (rc == 0 || rc == -ENOENT)
 		return JOURNAL_AFTER;
 	return rc;
@@ -228,6 +246,11 @@ static int settle_entry(struct journal *j, struct jentry *e)
 		api_image_release(&img);
 		return rc;
 	}
+	pthread_mutex_lock(&j->lock);
+	int committed = e->op == JOURNAL_RENAME && e->src_doomed;
+	pthread_mutex_unlock(&j->lock);
+	if (committed) /* the destination may have been removed since: never "before" */
+		return settle_rename_after(j, e);
 	struct api_image img;
 	struct api_err err;
 	int rc = api_image_get(j->api, e->id, &img, &err);
