@@ -156,7 +156,8 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 	int journaled = !src->scratch || dfd >= 0;
 	if (journaled)
 		rc = fs_up_journal_replace(fs, dst->n, dst->id, src->scratch ? NULL : src->id,
-					   dfd >= 0 ? &dst->a : NULL, dst->version, dfd, &seq);
+					   src->version, dfd >= 0 ? &dst->a : NULL, dst->version, dfd,
+					   &seq);
 	if (dfd >= 0)
 		close(dfd);
 	if (rc < 0) {

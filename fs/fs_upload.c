@@ -572,10 +572,10 @@ static int old_meta(struct fs_ctx *fs, struct fs_node *on, const struct fs_attrs
 }
 
 /* Records the intent to replace the image at id (its bytes pinned, see journal.h); on is
- * the node of that image (for its stamp). */
+ * the node of that image (for its stamp). A rename names its source (src_id, version). */
 int fs_up_journal_replace(struct fs_ctx *fs, struct fs_node *on, const char *id,
-			  const char *src_id, const struct fs_attrs *old, int64_t old_version,
-			  int old_fd, uint64_t *seq)
+			  const char *src_id, int64_t src_version, const struct fs_attrs *old,
+			  int64_t old_version, int old_fd, uint64_t *seq)
 {
 	char *meta;
 	if (!fs->journal)
@@ -587,6 +587,7 @@ int fs_up_journal_replace(struct fs_ctx *fs, struct fs_node *on, const char *id,
 	    .op = src_id ? JOURNAL_RENAME : JOURNAL_REPLACE,
 	    .id = id,
 	    .src_id = src_id,
+	    .src_version = src_version,
 	    .old_version = old_fd >= 0 ? old_version : 0,
 	    .old_fd = old_fd,
 	    .meta = meta,
@@ -613,7 +614,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 		return upload_fd_err(fs, id, new_fd, url, old, strrchr(path, '/') + 1, path, out, err);
 	if (rc < 0)
 		return rc;
-	rc = fs_up_journal_replace(fs, n, id, NULL, old, old_version, old_fd, &seq);
+	rc = fs_up_journal_replace(fs, n, id, NULL, 0, old, old_version, old_fd, &seq);
 	close(old_fd);
 	if (rc < 0)
 		return rc; /* nothing deleted: the undo is not durable */

@@ -24,10 +24,10 @@ int fs_up_delete_id(struct fs_ctx *fs, const char *id, const char *path);
 
 /* Records (fsync'd, bytes pinned) the intent to replace the image at id, whose node is on,
  * attributes old, version old_version and bytes old_fd (-1: none); src_id != NULL for a
- * rename from src_id. *seq names the entry. 0 or -errno. */
+ * rename from src_id (version src_version). *seq names the entry. 0 or -errno. */
 int fs_up_journal_replace(struct fs_ctx *fs, struct fs_node *on, const char *id,
-			  const char *src_id, const struct fs_attrs *old, int64_t old_version,
-			  int old_fd, uint64_t *seq);
+			  const char *src_id, int64_t src_version, const struct fs_attrs *old,
+			  int64_t old_version, int old_fd, uint64_t *seq);
 
 /* Settles entry seq after the upload under id failed (deleted: the DELETE of id succeeded):
  * puts the old image back now, or leaves the entry to the journal's background retries. */

@@ -18,7 +18,9 @@
  *  - a refused upload (the API rejects the bytes) drops the file from the mount (a replace
  *    shows the old image again) and its bytes go to <cache_dir>/lost+found; `imagesfs
  *    sync` names it.
- * The waits are bounded by FS_WB_WAIT_MS (then -ETIMEDOUT; the upload continues).
+ * The waits end with -ETIMEDOUT (the upload continues) when an attempt at the upload
+ * fails meanwhile (the server refuses or is down: the operation fails within about one
+ * retry budget, as it would without write-back), or after FS_WB_WAIT_MS (a long queue).
  */
 #include "fs.h"
 #include "journal.h"
@@ -100,7 +102,9 @@ void fs_journal_on_restored(void *arg, const struct api_image *img)
 }
 
 /* Called with fs->lock held, returns with it released: waits for the journal entries of
- * n's id when n has a write-back upload pending. 0, or journal_wait_id's -errno. */
+ * n's id when n has a write-back upload pending. 0, or journal_wait_stored's -errno: an
+ * attempt at the upload that fails meanwhile fails the operation (-ETIMEDOUT) instead of
+ * holding it (unkillable: a FUSE request in flight) while the server refuses. */
 static int wb_wait_unlock(struct fs_ctx *fs, struct fs_node *n)
 {
 	int wb = fs->journal && n && n->kind == FS_K_IMG && (n->flags & FS_NF_WB);
@@ -110,7 +114,7 @@ static int wb_wait_unlock(struct fs_ctx *fs, struct fs_node *n)
 		return 0;
 	if (!id)
 		return -ENOMEM;
-	int rc = journal_wait_id(fs->journal, id, FS_WB_WAIT_MS);
+	int rc = journal_wait_stored(fs->journal, id, FS_WB_WAIT_MS);
 	free(id);
 	return rc;
 }

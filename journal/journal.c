@@ -15,6 +15,9 @@
  *     id <escaped>            replace: the image; rename: the destination
  *     src <escaped>|-         rename: the source
  *     old_version <decimal>   uploaded_ms of the image at id being replaced, 0 = none
+ *     src_version <decimal>   rename, optional: uploaded_ms of the source image
+ *     committed 1             rename, optional: the upload under id landed and the
+ *                             rename was reported done (journal_defer): settle to after
  *     pin <name>|-            cache pin (cache_pin) holding that image's bytes
  *     newpin <name>|-         upload: pin holding the bytes to upload
  *     meta <escaped>|-        attributes to upload it back with
@@ -203,6 +206,8 @@ int journal_entry_format(FILE *f, const struct jentry *e)
 	if (fprintf(f, "imagesfs-intent 1\nop %s\n", op_name(e->op)) < 0 ||
 	    esc_put(f, "id", e->id) || esc_put(f, "src", e->src) ||
 	    fprintf(f, "old_version %" PRId64 "\n", e->old_version) < 0 ||
+	    (e->src_version && fprintf(f, "src_version %" PRId64 "\n", e->src_version) < 0) ||
+	    (e->committed && fputs("committed 1\n", f) < 0) ||
 	    esc_put(f, "pin", e->pinned ? pin : NULL) ||
 	    esc_put(f, "newpin", e->new_pinned ? newpin : NULL) || esc_put(f, "meta", e->meta) ||
 	    (e->new_meta && esc_put(f, "newmeta", e->new_meta)) ||
@@ -282,9 +287,13 @@ static int parse_field(struct jentry *e, const char *key, const char *val, int *
 						  : 0;
 		return 0;
 	}
-	if (!strcmp(key, "old_version")) {
-		e->old_version = strtoll(val, &end, 10);
+	if (!strcmp(key, "old_version") || !strcmp(key, "src_version")) {
+		*(key[0] == 'o' ? &e->old_version : &e->src_version) = strtoll(val, &end, 10);
 		*bad |= *end != 0;
+		return 0;
+	}
+	if (!strcmp(key, "committed")) {
+		e->committed = !strcmp(val, "1");
 		return 0;
 	}
 	if (!strcmp(key, "rsu")) {
@@ -345,6 +354,7 @@ struct jentry *journal_entry_parse(FILE *f, uint64_t seq)
 	}
 	e->hash = journal_hash(e->id);
 	e->src_hash = e->src ? journal_hash(e->src) : 0;
+	e->src_doomed = e->committed; /* hidden at once, settled to "after" only */
 	return e;
 }
 
@@ -593,6 +603,7 @@ int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *
 		return -ENOMEM;
 	e->op = in->op;
 	e->old_version = in->old_version;
+	e->src_version = in->src_id ? in->src_version : 0;
 	e->rsu = in->rsu;
 	e->owned = in->op != JOURNAL_UPLOAD;
 	e->hash = journal_hash(in->id);
@@ -670,6 +681,20 @@ void journal_defer(struct journal *j, uint64_t seq)
 {
 	pthread_mutex_lock(&j->lock);
 	struct jentry *e = journal_find_locked(j, seq);
+	int record = e && e->op == JOURNAL_RENAME && e->src_doomed && !e->committed;
+	pthread_mutex_unlock(&j->lock);
+	if (record) { /* still owned: the background leaves it alone while we write it */
+		e->committed = 1;
+		int rc = journal_entry_write(j, e);
+		if (rc < 0)
+			journal_logf(
+			    j, 1,
+			    "cannot record the rename of 'images/%s' to 'images/%s' as done "
+			    "(%s): should the daemon stop before the old id is deleted, the "
+			    "next mount may show it again",
+			    e->src, e->id, strerror(-rc));
+	}
+	pthread_mutex_lock(&j->lock);
 	if (e) {
 		e->owned = 0;
 		e->next_ms = journal_now_ms() + JOURNAL_BACKOFF_MIN_MS;

@@ -66,6 +66,7 @@ struct journal_intent {
 	int op;		     /* enum journal_op */
 	const char *id;	     /* replace: the image; rename: the destination id */
 	const char *src_id;  /* rename: the source id (deleted last); NULL for replace */
+	int64_t src_version; /* rename: uploaded_ms of the source image; 0 = unknown */
 	int64_t old_version; /* uploaded_ms of the image at id being replaced; 0 = none */
 	int old_fd;	     /* its bytes (read from offset 0) to pin; -1 = none */
 	int new_fd;	     /* JOURNAL_UPLOAD: the bytes to upload (logged); else -1 */
@@ -110,9 +111,13 @@ void journal_finish(struct journal *j, uint64_t seq);
  * (the entry stays, still owned by the caller). */
 int journal_settle(struct journal *j, uint64_t seq);
 /* A rename's upload under the destination succeeded: from now on the source is hidden
- * (journal_hides) and the entry settles to "after" only. */
+ * (journal_hides) and the entry settles to "after" only: the source is deleted whatever
+ * became of the destination since (a later rm or mv of it does not undo the rename). */
 void journal_mark_committed(struct journal *j, uint64_t seq);
-/* Hands an owned entry to the background thread, which settles it with backoff. */
+/* Hands an owned entry to the background thread, which settles it with backoff. A
+ * committed rename is first recorded so (the entry rewritten and fsync'd), so that a replay
+ * after a crash settles it to "after" only as well; if that write fails, a log line says so
+ * and only a crash before the source is deleted could then bring the source back. */
 void journal_defer(struct journal *j, uint64_t seq);
 
 /* 1 while an unfinished rename entry will delete id (the mount must not show it), else 0. */
@@ -125,6 +130,12 @@ int journal_upload_fd(struct journal *j, const char *id, int *fd, uint64_t *size
  * timeout_ms: 0 when the last upload of id was stored (or there was none), -EIO when it
  * was abandoned (journal_settle.c), -ETIMEDOUT. */
 int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms);
+/* As journal_wait_id, for an operation that must follow id's pending uploads and would
+ * otherwise wait out the timeout while the server refuses them: also returns -ETIMEDOUT as
+ * soon as an attempt at an entry naming id fails after the call began (the server is down,
+ * 429, ...: the entry stays queued and is retried with backoff). So the caller fails within
+ * about one retry budget of the API client, as it would without write-back. */
+int journal_wait_stored(struct journal *j, const char *id, int64_t timeout_ms);
 
 /* Unfinished entries (owned ones included); of them, write-back uploads. */
 size_t journal_pending(struct journal *j);

@@ -23,18 +23,21 @@ struct jentry {
 	char *new_meta; /* JOURNAL_UPLOAD: metadata of the new image; NULL = meta */
 	int rsu;
 	int64_t old_version;
-	int pinned;	/* pin journal-<seq>: the old image */
-	int new_pinned; /* pin journal-<seq>-new: JOURNAL_UPLOAD's bytes */
-	struct jseg *seg;  /* JOURNAL_UPLOAD: the log segment holding it (journal_log.c) */
-	uint64_t data_off; /* where its bytes start in seg, and their length */
+	int64_t src_version; /* rename: uploaded_ms of the source image, 0 = unknown */
+	int committed;	     /* rename: recorded on disk as committed (journal_defer) */
+	int pinned;	     /* pin journal-<seq>: the old image */
+	int new_pinned;	     /* pin journal-<seq>-new: JOURNAL_UPLOAD's bytes */
+	struct jseg *seg;    /* JOURNAL_UPLOAD: the log segment holding it (journal_log.c) */
+	uint64_t data_off;   /* where its bytes start in seg, and their length */
 	uint64_t data_len;
-	uint64_t hash; /* of id, for per-id ordering (journal_settle.c) */
+	uint64_t hash;	     /* of id, for per-id ordering (journal_settle.c) */
 	uint64_t src_hash;
 	/* Guarded by journal->lock. */
 	int owned;	     /* a live operation drives it; the thread leaves it alone */
 	int busy;	     /* the thread is settling it */
 	int src_doomed;	     /* rename: the upload is done, src will be deleted (hidden) */
 	int attempts;	     /* background attempts so far */
+	int64_t failed_ms;   /* monotonic ms the last background attempt failed, 0 = never */
 	int replayed;	     /* loaded at journal_open: left by an earlier run */
 	int64_t next_ms;     /* monotonic ms of the next background attempt */
 	struct jentry *next; /* sorted by seq */

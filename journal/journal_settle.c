@@ -10,9 +10,13 @@
  *     GET id finds nothing         -> upload the pinned old bytes with the old metadata,
  *                                    creator and requireSignedURLs under id -> before
  *   rename (src -> dst, old_version, pin)
+ *     committed (mv returned 0)    -> after, whatever dst holds now (a later rm or mv of
+ *                                    dst must not bring src back): DELETE src
  *     GET dst finds the old image  -> before (the destination was never deleted, the
  *                                    source never touched)
  *     GET dst finds another image  -> the upload landed: DELETE src (404 counts) -> after
+ *     (DELETE src: when the entry knows src's version, a GET first; another image at src
+ *     since, or none, counts as deleted)
  *     GET dst finds nothing         -> the upload did not land, src was not touched;
  *                                    upload the pinned old destination back if there
  *                                    was one -> before
@@ -148,13 +152,27 @@ static int settle_missing(struct journal *j, struct jentry *e)
 	return rc;
 }
 
+/* The rename's upload landed: delete the source image (the version renamed, when the entry
+ * knows it: another image at that id since is not ours to delete). */
 static int settle_rename_after(struct journal *j, struct jentry *e)
 {
 	struct api_err err;
+	struct api_image img;
 	pthread_mutex_lock(&j->lock);
 	e->src_doomed = 1;
 	pthread_mutex_unlock(&j->lock);
-	int rc = api_image_delete(j->api, e->src, &err);
+	int rc = e->src_version ? api_image_get(j->api, e->src, &img, &err) : 0;
+	if (rc == -ENOENT)
+		return JOURNAL_AFTER;
+	if (rc < 0)
+		return rc;
+	if (e->src_version) {
+		int other = img.uploaded_ms != e->src_version;
+		api_image_release(&img);
+		if (other)
+			return JOURNAL_AFTER;
+	}
+	rc = api_image_delete(j->api, e->src, &err);
 	if (rc == 0 || rc == -ENOENT)
 		return JOURNAL_AFTER;
 	return rc;
@@ -232,6 +250,11 @@ static int settle_entry(struct journal *j, struct jentry *e)
 		api_image_release(&img);
 		return rc;
 	}
+	pthread_mutex_lock(&j->lock);
+	int committed = e->op == JOURNAL_RENAME && e->src_doomed;
+	pthread_mutex_unlock(&j->lock);
+	if (committed) /* the destination may have been removed since: never "before" */
+		return settle_rename_after(j, e);
 	struct api_image img;
 	struct api_err err;
 	int rc = api_image_get(j->api, e->id, &img, &err);
@@ -386,6 +409,8 @@ static void *settle_thread(void *arg)
 				     "retrying in the background",
 				     e->id, strerror(-rc));
 		e->next_ms = journal_now_ms() + backoff;
+		e->failed_ms = journal_now_ms();
+		pthread_cond_broadcast(&j->cond); /* journal_wait_stored returns on it */
 	}
 	pthread_mutex_unlock(&j->lock);
 	return NULL;
@@ -503,24 +528,27 @@ static int failed_has_locked(struct journal *j, const char *id)
 	return 0;
 }
 
-int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms)
+/* journal_wait_id, and with `attempt` journal_wait_stored: also -ETIMEDOUT once an entry
+ * naming id fails an attempt that ends after the call began. */
+static int wait_id(struct journal *j, const char *id, int64_t timeout_ms, int attempt)
 {
 	uint64_t h = journal_hash(id);
-	int64_t deadline = journal_now_ms() + timeout_ms;
+	int64_t start = journal_now_ms(), deadline = start + timeout_ms;
 	int rc = 0;
 	pthread_mutex_lock(&j->lock);
 	for (;;) {
-		int found = 0;
+		int found = 0, failed = 0;
 		for (struct jentry *e = j->head; e; e = e->next)
 			if (names_id(e, h, id)) {
 				found = 1;
+				failed |= attempt && e->failed_ms >= start;
 				if (!e->owned && !e->busy && e->next_ms > journal_now_ms())
 					e->next_ms = journal_now_ms();
 			}
 		if (!found)
 			break;
 		int64_t left = deadline - journal_now_ms();
-		if (left <= 0) {
+		if (left <= 0 || failed) {
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -531,4 +559,14 @@ int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms)
 		rc = -EIO;
 	pthread_mutex_unlock(&j->lock);
 	return rc;
+}
+
+int journal_wait_id(struct journal *j, const char *id, int64_t timeout_ms)
+{
+	return wait_id(j, id, timeout_ms, 0);
+}
+
+int journal_wait_stored(struct journal *j, const char *id, int64_t timeout_ms)
+{
+	return wait_id(j, id, timeout_ms, 1);
 }

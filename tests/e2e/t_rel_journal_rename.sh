@@ -5,7 +5,9 @@
 # old name again meanwhile (listing refreshes and lookups included), and once the server
 # accepts deletes the old id is gone from the account without any user action.
 # Then a rename onto an existing image whose upload is refused ends with the destination's
-# old image back and the source untouched.
+# old image back and the source untouched. Last, a rename that exited 0 settles only to
+# "after" (the source goes) even when the destination is removed before the deferred
+# source DELETE ran, live and across a kill -9 (found by the model test, writeback seed 4).
 # shellcheck disable=SC2010,SC2012,SC2015,SC2119 # ls is under test; `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
@@ -77,4 +79,33 @@ api_blob b.png "$E2E_T/got" && cmp -s "$E2E_T/a.png" "$E2E_T/got" || fail "sourc
 for ((i = 0; i < 100 && ($(entries) > 0 || $(pins) > 0); i++)); do sleep 0.1; done
 expect_eq "journal entries at the end" "$(entries)" 0
 expect_eq "pins at the end" "$(pins)" 0
+
+# settled_gone ID: waits (bounded) until the journal is empty, then ID must be gone.
+settled_gone() {
+	for ((i = 0; i < 300 && $(entries) > 0; i++)); do sleep 0.1; done
+	expect_eq "journal entries" "$(entries)" 0
+	api_has_id "$1" && fail "$1 is back in the account: the rename that exited 0 was undone"
+	return 0
+}
+log "mv exits 0 with its source DELETE deferred, the destination is removed at once: the source still goes"
+# The mv's DELETE of d.png spends the client's 5 tries; the rm's DELETE right after gets
+# through, before the journal's first retry (0.5 s later) deletes d.png.
+api_curl v1 -F "file=@$E2E_T/a.png;filename=d.png" -F "id=d.png" -o /dev/null || fail "seeding d.png"
+api_curl v1 -F "file=@$E2E_T/a.png;filename=f.png" -F "id=f.png" -o /dev/null || fail "seeding f.png"
+ls "$M/images" >/dev/null
+fault_add '{"op":"images.delete","mode":"status","status":503,"retry_after":0,"count":5}'
+mv "$M/images/d.png" "$M/images/e.png" || fail "mv d.png e.png"
+rm "$M/images/e.png" || fail "rm e.png"
+settled_gone d.png
+log "the same, and the daemon is killed before the source is deleted: the next mount deletes it"
+fault_add '{"op":"images.delete","mode":"status","status":503,"retry_after":0,"count":5}'
+mv "$M/images/f.png" "$M/images/g.png" || fail "mv f.png g.png"
+rm "$M/images/g.png" || fail "rm g.png"
+fault_add '{"op":"images.delete","mode":"status","status":503}' # the journal cannot delete f.png
+kill9_fs "$M"
+rel_mount "$M" "$EMU_URL" "dir_ttl=1"
+ls "$M/images" | grep -qxF f.png && fail "after the remount the mount shows f.png, renamed away"
+faults_clear
+settled_gone f.png
+expect_eq "images at the end" "$(api_ids | sort | tr '\n' ' ')" "b.png c.png "
 umount_fs "$M"

@@ -339,6 +339,7 @@ START_TEST(test_upload_metas)
 }
 END_TEST
 
+/* An uncommitted rename reads the destination: the upload landed, so the source goes. */
 START_TEST(test_settle_rename)
 {
 	start_api();
@@ -350,13 +351,58 @@ START_TEST(test_settle_rename)
 	uint64_t seq;
 	ck_assert_int_eq(journal_begin(j, &in, &seq), 0);
 	ck_assert_int_eq(journal_hides(j, "a.png"), 0);
-	journal_mark_committed(j, seq);
-	ck_assert_int_eq(journal_hides(j, "a.png"), 1);
-	ck_assert_int_eq(journal_hides(j, "b.png"), 0);
 	ck_assert_int_eq(journal_settle(j, seq), JOURNAL_AFTER);
+	ck_assert_ptr_nonnull(strstr(F.reqs[0].head, "GET "));
+	ck_assert_ptr_nonnull(strstr(F.reqs[0].head, "b.png"));
 	ck_assert_ptr_nonnull(strstr(F.reqs[1].head, "DELETE "));
 	ck_assert_ptr_nonnull(strstr(F.reqs[1].head, "a.png"));
 	ck_assert_int_eq(journal_hides(j, "a.png"), 0);
+	journal_close(j);
+}
+END_TEST
+
+/* A committed rename (mv returned 0) is recorded so when deferred and settles to "after"
+ * only, after a reopen too: the destination is not read (a later rm may have removed it),
+ * the source is deleted if it still holds the version renamed, and left alone if another
+ * image is there since. */
+START_TEST(test_settle_rename_committed)
+{
+	start_api();
+	fake_add_reply(&F, 200, NULL, IMG_OK); /* GET a.png: the version renamed */
+	fake_add_reply(&F, 200, NULL, DEL_OK); /* DELETE a.png */
+	fake_add_reply(&F, 200, NULL, IMG_OK); /* GET c.png: another version */
+	struct journal *j = jopen();
+	struct journal_intent in = {.op = JOURNAL_RENAME,
+				    .id = "b.png",
+				    .src_id = "a.png",
+				    .src_version = 1893456000000, /* IMG_OK's "uploaded" */
+				    .old_fd = -1};
+	uint64_t seq, seq2;
+	ck_assert_int_eq(journal_begin(j, &in, &seq), 0);
+	ck_assert_int_eq(journal_hides(j, "a.png"), 0);
+	journal_mark_committed(j, seq);
+	ck_assert_int_eq(journal_hides(j, "a.png"), 1);
+	ck_assert_int_eq(journal_hides(j, "b.png"), 0);
+	journal_defer(j, seq);
+	in.id = "d.png";
+	in.src_id = "c.png";
+	in.src_version = 1700000000000;
+	ck_assert_int_eq(journal_begin(j, &in, &seq2), 0);
+	journal_mark_committed(j, seq2);
+	journal_defer(j, seq2);
+	journal_close(j); /* not started: the entries stay on disk */
+	j = jopen();
+	ck_assert_int_eq(journal_hides(j, "a.png"), 1); /* at once, before any settle */
+	ck_assert_int_eq(journal_settle(j, seq), JOURNAL_AFTER);
+	ck_assert_int_eq(fake_http_nreqs(&F), 2);
+	ck_assert_ptr_nonnull(strstr(F.reqs[0].head, "GET "));
+	ck_assert_ptr_nonnull(strstr(F.reqs[0].head, "a.png"));
+	ck_assert_ptr_nonnull(strstr(F.reqs[1].head, "DELETE "));
+	ck_assert_ptr_nonnull(strstr(F.reqs[1].head, "a.png"));
+	ck_assert_int_eq(journal_hides(j, "a.png"), 0);
+	ck_assert_int_eq(journal_settle(j, seq2), JOURNAL_AFTER);
+	ck_assert_int_eq(fake_http_nreqs(&F), 3); /* no DELETE: c.png holds another image */
+	ck_assert_uint_eq(journal_pending(j), 0);
 	journal_close(j);
 }
 END_TEST
@@ -552,6 +598,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_settle_unreachable_keeps);
 	tcase_add_test(tc, test_settle_abandon);
 	tcase_add_test(tc, test_settle_rename);
+	tcase_add_test(tc, test_settle_rename_committed);
 	tcase_add_test(tc, test_upload_metas);
 	tcase_add_test(tc, test_background_retries);
 	tcase_add_test(tc, test_log_replay_rebuilds);
