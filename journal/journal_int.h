@@ -30,17 +30,18 @@ struct jentry {
 	struct jseg *seg;    /* JOURNAL_UPLOAD: the log segment holding it (journal_log.c) */
 	uint64_t data_off;   /* where its bytes start in seg, and their length */
 	uint64_t data_len;
-	uint64_t hash;	     /* of id, for per-id ordering (journal_settle.c) */
+	uint64_t hash; /* of id, for per-id ordering (journal_settle.c) */
 	uint64_t src_hash;
 	/* Guarded by journal->lock. */
-	int owned;	     /* a live operation drives it; the thread leaves it alone */
-	int busy;	     /* the thread is settling it */
-	int src_doomed;	     /* rename: the upload is done, src will be deleted (hidden) */
-	int attempts;	     /* background attempts so far */
-	int64_t failed_ms;   /* monotonic ms the last background attempt failed, 0 = never */
-	int replayed;	     /* loaded at journal_open: left by an earlier run */
-	int64_t next_ms;     /* monotonic ms of the next background attempt */
-	struct jentry *next; /* sorted by seq */
+	int owned;		 /* a live operation drives it; the thread leaves it alone */
+	int busy;		 /* the thread is settling it */
+	int src_doomed;		 /* rename: the upload is done, src will be deleted (hidden) */
+	int attempts;		 /* background attempts so far */
+	int64_t failed_ms;	 /* monotonic ms the last background attempt failed, 0 = never */
+	int64_t failed_began_ms; /* when that failed attempt began */
+	int replayed;		 /* loaded at journal_open: left by an earlier run */
+	int64_t next_ms;	 /* monotonic ms of the next background attempt */
+	struct jentry *next;	 /* sorted by seq */
 };
 
 struct journal {

@@ -382,6 +382,7 @@ static void *settle_thread(void *arg)
 			continue;
 		}
 		e->busy = 1;
+		int64_t began = journal_now_ms();
 		pthread_mutex_unlock(&j->lock);
 		int rc = settle_entry(j, e);
 		if (rc > 0) { /* off disk first: a waiter woken by the unlist sees no pin left */
@@ -410,6 +411,7 @@ static void *settle_thread(void *arg)
 				     e->id, strerror(-rc));
 		e->next_ms = journal_now_ms() + backoff;
 		e->failed_ms = journal_now_ms();
+		e->failed_began_ms = began;
 		pthread_cond_broadcast(&j->cond); /* journal_wait_stored returns on it */
 	}
 	pthread_mutex_unlock(&j->lock);
@@ -529,7 +531,9 @@ static int failed_has_locked(struct journal *j, const char *id)
 }
 
 /* journal_wait_id, and with `attempt` journal_wait_stored: also -ETIMEDOUT once an entry
- * naming id fails an attempt that ends after the call began. */
+ * naming id fails an attempt that began after the call did (a whole retry budget spent
+ * while the caller waited; an attempt already under way may fail just before the server
+ * recovers). */
 static int wait_id(struct journal *j, const char *id, int64_t timeout_ms, int attempt)
 {
 	uint64_t h = journal_hash(id);
@@ -541,7 +545,7 @@ static int wait_id(struct journal *j, const char *id, int64_t timeout_ms, int at
 		for (struct jentry *e = j->head; e; e = e->next)
 			if (names_id(e, h, id)) {
 				found = 1;
-				failed |= attempt && e->failed_ms >= start;
+				failed |= attempt && e->failed_began_ms >= start;
 				if (!e->owned && !e->busy && e->next_ms > journal_now_ms())
 					e->next_ms = journal_now_ms();
 			}

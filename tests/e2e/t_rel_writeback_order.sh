@@ -20,7 +20,7 @@ emu_start
 M=$E2E_T/mnt
 C=$E2E_T/cache
 I=$M/images
-entries() { { find "$C/journal" -name '*.intent' 2>/dev/null || true; } | wc -l; }
+entries() { journal_entries "$C"; }
 pins() { { find "$C/v1/pin" -type f 2>/dev/null || true; } | wc -l; }
 HOLD='{"op":"images.upload","mode":"status","status":503,"retry_after":0}'
 # release_later: clears the fault rules a second from now (the caller's operation waits).
