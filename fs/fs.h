@@ -528,7 +528,7 @@ void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd)
 int fs_wb_stage(struct fs_ctx *fs, struct fs_node *n, int fd, uint64_t size, char **staged);
 /* Wait for a pending write-back upload of the image (node, child, inode) before an
  * operation that must be ordered after it: 0 (stored, or none), -EIO (refused), or
- * -ETIMEDOUT (an attempt at it failed meanwhile, or FS_WB_WAIT_MS passed; it stays queued).
+ * -ETIMEDOUT (an attempt at it begun after the call failed, or FS_WB_WAIT_MS passed; it stays queued).
  * fs_wb_wait_child maps -EIO to 0 (the operation then sees what is stored). */
 int fs_wb_wait_node(struct fs_ctx *fs, struct fs_node *n);
 int fs_wb_wait_child(struct fs_ctx *fs, struct fs_node *dir, const char *name);
