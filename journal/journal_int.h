@@ -89,6 +89,7 @@ void journal_insert_locked(struct journal *j, struct jentry *e);
 struct jentry *journal_find_locked(struct journal *j, uint64_t seq);
 int journal_entry_format(FILE *f, const struct jentry *e);
 struct jentry *journal_entry_parse(FILE *f, uint64_t seq);
+struct jentry *journal_entry_read(int dirfd, const char *name, uint64_t seq);
 
 /* journal_log.c: the write-back log. */
 #define JOURNAL_LOG_PREFIX "wb-"

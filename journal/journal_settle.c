@@ -436,37 +436,6 @@ int journal_start(struct journal *j)
 	return 0;
 }
 
-void journal_close(struct journal *j)
-{
-	if (!j)
-		return;
-	if (j->running) {
-		pthread_mutex_lock(&j->lock);
-		j->stop = 1;
-		pthread_cond_broadcast(&j->cond);
-		pthread_mutex_unlock(&j->lock);
-		for (int i = 0; i < j->running; i++)
-			pthread_join(j->threads[i], NULL);
-	}
-	while (j->head) {
-		struct jentry *e = j->head;
-		j->head = e->next;
-		journal_entry_free(e);
-	}
-	j->tail = NULL;
-	journal_log_close(j);
-	pthread_cond_destroy(&j->log_cond);
-	pthread_mutex_destroy(&j->log_lock);
-	if (j->dirfd >= 0)
-		close(j->dirfd);
-	free(j->lost_dir);
-	free(j->abandoned);
-	free(j->failed_ids);
-	pthread_cond_destroy(&j->cond);
-	pthread_mutex_destroy(&j->lock);
-	free(j);
-}
-
 static char *failed_text_locked(struct journal *j)
 {
 	size_t len = j->abandoned_len + 1;
