@@ -393,6 +393,8 @@ double fs_node_dirplus_timeout_locked(struct fs_ctx *fs, const struct fs_node *n
 /* Fills e for a reply and counts one lookup. */
 void fs_node_entry_locked(struct fs_ctx *fs, struct fs_node *n, struct fuse_entry_param *e);
 int fs_name_valid(const char *name);
+/* A new name that makes a scratch file: begins with '.' (not "." or ".."). (fs_scratch.c) */
+int fs_is_scratch_name(const char *name);
 /* Frees the account-wide variant URL pattern (learned and used by fs_list.c). */
 void fs_var_free_locked(struct fs_ctx *fs);
 /* Frees a handle (fi->fh) and what it owns (fd, buffer); NULL is a no-op. The node's open
@@ -427,14 +429,31 @@ int fs_img_recheck_due_locked(struct fs_ctx *fs, struct fs_node *n);
  * one made here. Takes fs->lock. */
 void fs_img_drop_gone(struct fs_ctx *fs, struct fs_node *n, int64_t version);
 
+/* ---- fs_blob.c: the bytes and attributes the write paths work from ------------- */
+/* Gets a read-only fd on the blob of (id, version) through the cache (downloading once). */
+int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *path, int *fd,
+	       uint64_t *size);
+/* Puts the bytes of fd into the cache as (id, version); best effort. */
+void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd);
+/* Copies src (from offset 0) to dst; 0 or -errno. */
+int fs_copy_fd(int src, int dst);
+/* The attributes that go with an upload: user metadata (without the stamp), creator,
+ * filename, requireSignedURLs and the mtime (has_mtime/mtime_ns). The size of the stamp is
+ * that of the uploaded bytes (see fs_upload_stamped). */
+struct fs_attrs {
+	char *meta, *creator, *filename;
+	int rsu;
+	int has_mtime;
+	int64_t mtime_ns;
+};
+void fs_attrs_release(struct fs_attrs *a);
+int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a);
+
 /* ---- fs_images.c: lookup and reading ----------------------------------------- */
 void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const char *name);
 
 void fs_img_open(fuse_req_t req, struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi);
 void fs_img_read(fuse_req_t req, struct fs_ctx *fs, struct fs_fh *fh, size_t size, off_t off);
-/* Gets a read-only fd on the blob of (id, version) through the cache (downloading once). */
-int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *path, int *fd,
-	       uint64_t *size);
 int fs_img_mkdir(struct fs_ctx *fs, struct fs_node *dir, const char *name,
 		 struct fuse_entry_param *e);
 int fs_img_rmdir(struct fs_ctx *fs, struct fs_node *dir, const char *name);
@@ -460,23 +479,12 @@ int fs_img_rename(struct fs_ctx *fs, struct fs_node *odir, const char *oname, st
  * unknown until the next open. 0, -EBUSY (being written), or the upload's -errno (logged).
  * n must be pinned by the caller (a request on its inode). */
 int fs_img_upload_url(struct fs_ctx *fs, struct fs_node *n, const char *url);
-/* The attributes that go with an upload: user metadata (without the stamp), creator,
- * filename, requireSignedURLs and the mtime (has_mtime/mtime_ns). The size of the stamp is
- * that of the uploaded bytes (see fs_upload_stamped). */
-struct fs_attrs {
-	char *meta, *creator, *filename;
-	int rsu;
-	int has_mtime;
-	int64_t mtime_ns;
-};
-void fs_attrs_release(struct fs_attrs *a);
 /* Frees a staging state (its fds and staged file); no reference may remain. */
 void fs_wstate_free(struct fs_wstate *w);
 /* Drops a scratch node's own reference on its staged bytes. Returns the state when that was
  * the last reference (the caller frees it with fs_wstate_free, without fs->lock), else NULL
  * (open handles free it at their last release). */
 struct fs_wstate *fs_scratch_detach_locked(struct fs_node *n);
-int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a);
 
 /* ---- fs_stamp.c: the stamp (mtime and size in an image's metadata) ------------ */
 /* The metadata object to send for an upload or edit: user (compact JSON, NULL = none) plus
@@ -508,14 +516,10 @@ void fs_local_put(struct fs_ctx *fs, const char *id, int64_t version, int64_t si
 void fs_local_apply_locked(struct fs_ctx *fs, struct fs_node *n, const char *id, int64_t version);
 
 /* ---- fs_scratch.c: local scratch files ("." names in images/) ------------------- */
-/* A new name that makes a scratch file: begins with '.' (not "." or ".."). */
-int fs_is_scratch_name(const char *name);
 /* n is a local scratch file (never uploaded under its name). */
 int fs_node_is_scratch_locked(const struct fs_node *n);
 /* Drops every scratch file still in the table (at unmount), one log line each. */
 void fs_scratch_drop_all(struct fs_ctx *fs);
-/* Puts the bytes of fd into the cache as (id, version); best effort. */
-void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int fd);
 
 /* ---- fs_writeback.c: -o writeback ---------------------------------------------- */
 #define FS_WB_DRAIN_MS 60000		 /* a clean unmount waits this long for pending uploads */

@@ -206,37 +206,6 @@ void fs_img_lookup(fuse_req_t req, struct fs_ctx *fs, struct fs_node *dir, const
 
 /* ---- reading ------------------------------------------------------------------ */
 
-struct blob_fill {
-	struct fs_ctx *fs;
-	const char *id;
-	struct api_err err;
-	int called;
-};
-
-static int blob_fill_fn(int fd, void *arg)
-{
-	struct blob_fill *bf = arg;
-	uint64_t got = 0;
-	bf->called = 1;
-	return api_image_blob(bf->fs->api, bf->id, fd, 0, &got, NULL, 0, &bf->err);
-}
-
-int fs_blob_fd(struct fs_ctx *fs, const char *id, int64_t version, const char *path, int *fd,
-	       uint64_t *size)
-{
-	struct blob_fill bf = {.fs = fs, .id = id};
-	if (fs->journal && journal_upload_fd(fs->journal, id, fd, size) == 0)
-		return 0; /* a write-back upload not stored yet: its bytes */
-	int rc = cache_get(fs->cache, id, version, blob_fill_fn, &bf, fd, size);
-	if (rc < 0) {
-		if (bf.called)
-			fs_log_api("read", path, rc, &bf.err);
-		else
-			fs_log(FS_LOG_ERR, "cannot read '%s': cache: %s", path, strerror(-rc));
-	}
-	return rc;
-}
-
 static void reply_open_fh(fuse_req_t req, struct fs_ctx *fs, struct fuse_file_info *fi,
 			  struct fs_fh *fh)
 {

@@ -625,3 +625,8 @@ void fs_inval_stop(struct fs_ctx *fs)
 	fs->inval_running = 0;
 	pthread_cond_destroy(&fs->inval_cond);
 }
+
+int fs_is_scratch_name(const char *name)
+{
+	return name[0] == '.' && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}

@@ -18,11 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int fs_is_scratch_name(const char *name)
-{
-	return name[0] == '.' && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
-}
-
 int fs_node_is_scratch_locked(const struct fs_node *n)
 {
 	return n->kind == FS_K_IMG && (n->flags & FS_NF_SCRATCH) != 0;

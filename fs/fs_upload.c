@@ -45,36 +45,6 @@ struct fs_wstate {
 	int prev_known;
 };
 
-void fs_attrs_release(struct fs_attrs *a)
-{
-	free(a->meta);
-	free(a->creator);
-	free(a->filename);
-	memset(a, 0, sizeof(*a));
-}
-
-int fs_attrs_copy_locked(const struct fs_node *n, struct fs_attrs *a)
-{
-	const struct fs_img_extra *x = n->u.img;
-	memset(a, 0, sizeof(*a));
-	a->rsu = (n->flags & FS_NF_RSU) != 0;
-	a->has_mtime = (n->flags & FS_NF_MTIME) != 0;
-	a->mtime_ns = n->mtime_ns;
-	if (x && x->meta && !(a->meta = strdup(x->meta)))
-		goto nomem;
-	if (x && x->creator && !(a->creator = strdup(x->creator)))
-		goto nomem;
-	int err;
-	if (!(a->filename = fs_img_filename_locked(n, &err)) && err == -ENOMEM)
-		goto nomem;
-	if (!a->filename && !(a->filename = strdup(n->name)))
-		goto nomem;
-	return 0;
-nomem:
-	fs_attrs_release(a);
-	return -ENOMEM;
-}
-
 static int64_t wall_ms(void)
 {
 	struct timespec ts;
@@ -105,46 +75,6 @@ void fs_wstate_free(struct fs_wstate *w)
 	}
 	pthread_mutex_destroy(&w->lock);
 	free(w);
-}
-
-/* Copies src (from offset 0) to dst; 0 or -errno. */
-static int copy_fd(int src, int dst)
-{
-	enum { CHUNK = 64 * 1024 };
-	char *buf = malloc(CHUNK);
-	off_t off = 0;
-	int rc = 0;
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t r = pread(src, buf, CHUNK, off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			rc = r < 0 ? -errno : 0;
-			break;
-		}
-		if (pwrite(dst, buf, (size_t)r, off) != r) {
-			rc = -EIO;
-			break;
-		}
-		off += r;
-	}
-	free(buf);
-	return rc;
-}
-
-static int copy_fill_fn(int fd, void *arg)
-{
-	return copy_fd(*(int *)arg, fd);
-}
-
-void fs_cache_put_fd(struct fs_ctx *fs, const char *id, int64_t version, int src)
-{
-	int fd;
-	uint64_t size;
-	if (cache_get(fs->cache, id, version, copy_fill_fn, &src, &fd, &size) == 0)
-		close(fd);
 }
 
 static int scratch_open_write(struct fs_ctx *fs, struct fs_node *n, struct fuse_file_info *fi,
@@ -356,7 +286,7 @@ static int restage_w(struct fs_ctx *fs, struct fs_wstate *w)
 	int rc = cache_stage_open(fs->cache, &fd, &path);
 	if (rc < 0)
 		return rc;
-	rc = copy_fd(w->fd, fd);
+	rc = fs_copy_fd(w->fd, fd);
 	if (rc < 0) {
 		close(fd);
 		unlink(path);
