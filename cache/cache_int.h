@@ -94,6 +94,13 @@ int cache_disk_stamp(int fd, int64_t stamp);
 const char *cache_staged_name(const struct cache *c, const char *staged_path);
 /* cache_pin.c: counts pin/ at open (before the index is loaded, so eviction sees it). */
 int cache_pin_scan(struct cache *c);
+/* cache_pin.c, for cache_pin_move.c: a valid pin name; the size of pin `name` in dirfd (0:
+ * none); the counters after a pin left pin/ (uncount) or took its name, replacing one of
+ * `old` bytes when it existed (count; evicts to make room). */
+int cache_pin_name_ok(const char *name);
+uint64_t cache_pin_size_at(int dirfd, const char *name);
+void cache_pin_uncount(struct cache *c, uint64_t size);
+void cache_pin_count(struct cache *c, int existed, uint64_t old, uint64_t size);
 /* cache_index.c; every function needs c->lock held. */
 /* A strictly increasing last-use stamp: max(now, last + 1) ns since the epoch. */
 int64_t cache_next_stamp_locked(struct cache *c);

@@ -8,10 +8,7 @@
  * free space. cache_open (cache_pin_scan) counts the pins and deletes leftover .tmp- files;
  * it never deletes a pin: only its owner (the journal) knows whether it is still needed.
  *
- * cache_pin_adopt takes a staged file as a pin by rename, without fsync, for bytes whose
- * durable copy is elsewhere (the journal's write-back log, journal/journal_log.c);
- * cache_pin_commit moves a pin into the cache as a blob (rename), so a stored upload is
- * read back without a copy.
+ * Moving a staged file into a pin and a pin into the cache as a blob: cache_pin_move.c.
  */
 #include "cache_int.h"
 
@@ -27,7 +24,7 @@
 #define PIN_NAME_MAX 64
 #define PIN_TMP_PREFIX ".tmp-"
 
-static int pin_name_ok(const char *name)
+int cache_pin_name_ok(const char *name)
 {
 	size_t n = name ? strlen(name) : 0;
 	if (n == 0 || n > PIN_NAME_MAX || name[0] == '.')
@@ -68,7 +65,7 @@ static int copy_all(int src, int dst, uint64_t *size)
 	return rc;
 }
 
-static uint64_t pin_size_at(int dirfd, const char *name)
+uint64_t cache_pin_size_at(int dirfd, const char *name)
 {
 	struct stat st;
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -77,7 +74,7 @@ static uint64_t pin_size_at(int dirfd, const char *name)
 }
 
 /* Forgets a pin's bytes from the counters; called after it left pin/. */
-static void pin_uncount(struct cache *c, uint64_t size)
+void cache_pin_uncount(struct cache *c, uint64_t size)
 {
 	pthread_mutex_lock(&c->lock);
 	c->pinned_bytes -= size <= c->pinned_bytes ? size : c->pinned_bytes;
@@ -87,7 +84,7 @@ static void pin_uncount(struct cache *c, uint64_t size)
 }
 
 /* Counts a pin that just took its name (replacing one of `old` bytes when it existed). */
-static void pin_count(struct cache *c, int existed, uint64_t old, uint64_t size)
+void cache_pin_count(struct cache *c, int existed, uint64_t old, uint64_t size)
 {
 	pthread_mutex_lock(&c->lock);
 	if (existed) {
@@ -106,7 +103,7 @@ int cache_pin(struct cache *c, const char *name, int src_fd, uint64_t *size_out)
 	uint64_t size = 0, old;
 	int fd, rc;
 
-	if (!pin_name_ok(name))
+	if (!cache_pin_name_ok(name))
 		return -EINVAL;
 	snprintf(tmp, sizeof(tmp), PIN_TMP_PREFIX "%s", name);
 	fd = openat(c->pin_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -116,7 +113,7 @@ int cache_pin(struct cache *c, const char *name, int src_fd, uint64_t *size_out)
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
 	close(fd);
-	old = pin_size_at(c->pin_fd, name);
+	old = cache_pin_size_at(c->pin_fd, name);
 	int existed = faccessat(c->pin_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 	if (rc == 0 && renameat(c->pin_fd, tmp, c->pin_fd, name) < 0)
 		rc = -errno;
@@ -127,57 +124,15 @@ int cache_pin(struct cache *c, const char *name, int src_fd, uint64_t *size_out)
 		cache_warn("cannot pin '%s': %s", name, strerror(-rc));
 		return rc;
 	}
-	pin_count(c, existed, old, size);
+	cache_pin_count(c, existed, old, size);
 	if (size_out)
 		*size_out = size;
 	return 0;
 }
 
-int cache_pin_adopt(struct cache *c, const char *name, const char *staged_path)
-{
-	const char *base = staged_path ? cache_staged_name(c, staged_path) : NULL;
-	struct stat st;
-	if (!pin_name_ok(name) || !base)
-		return -EINVAL;
-	if (fstatat(c->tmp_fd, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	uint64_t old = pin_size_at(c->pin_fd, name);
-	int existed = faccessat(c->pin_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
-	if (renameat(c->tmp_fd, base, c->pin_fd, name) < 0)
-		return -errno;
-	pin_count(c, existed, old, (uint64_t)st.st_size);
-	return 0;
-}
-
-int cache_pin_commit(struct cache *c, const char *name, const char *id, int64_t version)
-{
-	static unsigned long counter; /* names are unique under the cache's exclusive lock */
-	char base[CACHE_TMP_NAME_MAX], *path;
-	if (!pin_name_ok(name))
-		return -EINVAL;
-	uint64_t size = pin_size_at(c->pin_fd, name);
-	pthread_mutex_lock(&c->lock);
-	unsigned long k = ++counter;
-	pthread_mutex_unlock(&c->lock);
-	snprintf(base, sizeof(base), CACHE_STAGE_PREFIX "-p%015lx", k);
-	size_t len = strlen(c->tmp_path) + 1 + strlen(base) + 1;
-	if (!(path = malloc(len)))
-		return -ENOMEM;
-	snprintf(path, len, "%s/%s", c->tmp_path, base);
-	int rc = renameat(c->pin_fd, name, c->tmp_fd, base) < 0 ? -errno : 0;
-	if (rc == 0) {
-		pin_uncount(c, size);
-		cache_adopt(c, id, version, path); /* owns the file now, even on failure */
-	}
-	free(path);
-	return rc;
-}
-
 int cache_pin_open(struct cache *c, const char *name, int *fd_out)
 {
-	if (!pin_name_ok(name))
+	if (!cache_pin_name_ok(name))
 		return -EINVAL;
 	int fd = openat(c->pin_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -188,12 +143,12 @@ int cache_pin_open(struct cache *c, const char *name, int *fd_out)
 
 int cache_unpin(struct cache *c, const char *name)
 {
-	if (!pin_name_ok(name))
+	if (!cache_pin_name_ok(name))
 		return -EINVAL;
-	uint64_t size = pin_size_at(c->pin_fd, name);
+	uint64_t size = cache_pin_size_at(c->pin_fd, name);
 	if (unlinkat(c->pin_fd, name, 0) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	pin_uncount(c, size);
+	cache_pin_uncount(c, size);
 	return 0;
 }
 
@@ -217,9 +172,9 @@ static int fsync_parent(const char *path)
 
 int cache_pin_export(struct cache *c, const char *name, const char *dest_path)
 {
-	if (!pin_name_ok(name))
+	if (!cache_pin_name_ok(name))
 		return -EINVAL;
-	uint64_t size = pin_size_at(c->pin_fd, name);
+	uint64_t size = cache_pin_size_at(c->pin_fd, name);
 	int rc = 0;
 	if (renameat(c->pin_fd, name, AT_FDCWD, dest_path) < 0) {
 		if (errno != EXDEV)
@@ -247,7 +202,7 @@ int cache_pin_export(struct cache *c, const char *name, const char *dest_path)
 	}
 	fsync_parent(dest_path);
 	fsync(c->pin_fd);
-	pin_uncount(c, size);
+	cache_pin_uncount(c, size);
 	return 0;
 }
 
@@ -271,9 +226,9 @@ static int pin_walk(struct cache *c, int sweep, int (*cb)(const char *, uint64_t
 				unlinkat(c->pin_fd, de->d_name, 0);
 			continue;
 		}
-		if (!pin_name_ok(de->d_name))
+		if (!cache_pin_name_ok(de->d_name))
 			continue;
-		rc = cb(de->d_name, pin_size_at(c->pin_fd, de->d_name), arg);
+		rc = cb(de->d_name, cache_pin_size_at(c->pin_fd, de->d_name), arg);
 	}
 	closedir(d);
 	return rc;
