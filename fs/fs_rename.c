@@ -171,15 +171,18 @@ static int rename_remote(struct fs_ctx *fs, struct rn_side *src, struct rn_side 
 		deleted = (rc = fs_up_delete_id(fs, dst->id, dpath)) == 0;
 	if (rc == 0)
 		rc = fs_up_upload_fd(fs, dst->id, sfd, NULL, &src->a, nname, dpath, img);
+	int settled = 0; /* the journal found the upload stored: the entry is finished */
+	if (rc < 0 && journaled)
+		settled = (rc = fs_up_settle_failed(fs, dst->n, seq, dst->id, dst->version, deleted,
+						    dpath, rc, img)) == 0;
 	if (sw)
 		fs_up_scratch_src_done(fs, sw, rc == 0);
-	if (rc < 0) {
-		if (journaled)
-			fs_up_settle_failed(fs, dst->n, seq, dst->id, dst->version, deleted, dpath);
-	} else {
+	if (rc == 0) {
 		cache_remove(fs->cache, dst->id);
 		fs_cache_put_fd(fs, dst->id, img->uploaded_ms, sfd);
-		if (!src->scratch)
+		if (settled && !src->scratch) /* the journal deleted the source */
+			cache_remove(fs->cache, src->id);
+		else if (!src->scratch)
 			rename_delete_src(fs, src, dpath, seq);
 		else if (journaled)
 			journal_finish(fs->journal, seq);

@@ -455,21 +455,29 @@ static void node_restored(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 	api_image_release(&img);
 }
 
-/* A replace (or a rename onto an image) failed after its intent was journaled: settle the
- * entry now (the old image is put back if it was deleted); if the server does not let us
- * yet, the journal's thread keeps trying in the background. `deleted`: the DELETE of id
- * succeeded, so id is empty until settled. */
-void fs_up_settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, const char *id,
-			 int64_t old_version, int deleted, const char *path)
+/* A replace or a rename failed (rc) after its intent was journaled: settle the entry now
+ * (the old image is put back if it was deleted); if the server does not let us yet, the
+ * journal's thread keeps trying in the background. `deleted`: the DELETE of id succeeded,
+ * so id is empty until settled. Returns 0 when settling found the new image stored after
+ * all (its reply was lost and could not be read back; a rename's source is deleted now),
+ * with *out the stored image, so the operation succeeds as the account says; else rc. */
+int fs_up_settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, const char *id,
+			int64_t old_version, int deleted, const char *path, int rc,
+			struct api_image *out)
 {
+	struct api_err err;
 	int st = journal_settle(fs->journal, seq);
+	if (st == JOURNAL_AFTER && api_image_get(fs->api, id, out, &err) == 0) {
+		fs_log(FS_LOG_INFO, "'%s' was stored after all (the journal read it back)", path);
+		return 0;
+	}
 	if (st == JOURNAL_BEFORE && deleted) {
 		node_restored(fs, n, id, old_version, path);
 		fs_log(FS_LOG_WARN, "restored the previous '%s' after the failed replace", path);
-		return;
+		return rc;
 	}
 	if (st > 0)
-		return;
+		return rc;
 	journal_defer(fs->journal, seq);
 	fs_log(FS_LOG_ERR,
 	       "cannot restore '%s' after a failed replace yet (%s): its bytes are kept in the "
@@ -477,6 +485,7 @@ void fs_up_settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, con
 	       path, strerror(-st));
 	/* The node stays: the name shows the old image (its bytes are cached, and pinned), the
 	 * state the journal brings the account back to; fs_journal_on_restored updates it. */
+	return rc;
 }
 
 /* The metadata to put the old image (node on, attributes old, bytes old_fd) back with: its
@@ -554,7 +563,7 @@ static int replace_upload(struct fs_ctx *fs, struct fs_node *n, const char *id, 
 	if (rc == 0)
 		journal_finish(fs->journal, seq);
 	else
-		fs_up_settle_failed(fs, n, seq, id, old_version, deleted, path);
+		rc = fs_up_settle_failed(fs, n, seq, id, old_version, deleted, path, rc, out);
 	return rc;
 }
 

@@ -29,10 +29,14 @@ int fs_up_journal_replace(struct fs_ctx *fs, struct fs_node *on, const char *id,
 			  const char *src_id, int64_t src_version, const struct fs_attrs *old,
 			  int64_t old_version, int old_fd, uint64_t *seq);
 
-/* Settles entry seq after the upload under id failed (deleted: the DELETE of id succeeded):
- * puts the old image back now, or leaves the entry to the journal's background retries. */
-void fs_up_settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, const char *id,
-			 int64_t old_version, int deleted, const char *path);
+/* Settles entry seq after the upload under id failed with rc (deleted: the DELETE of id
+ * succeeded): puts the old image back now, or leaves the entry to the journal's background
+ * retries, and returns rc; or, when settling finds the upload stored after all (a lost reply
+ * that could not be read back; a rename's source is then deleted and the entry finished),
+ * returns 0 with *out the stored image (released by the caller). */
+int fs_up_settle_failed(struct fs_ctx *fs, struct fs_node *n, uint64_t seq, const char *id,
+			int64_t old_version, int deleted, const char *path, int rc,
+			struct api_image *out);
 
 /* An fd on the staged bytes of scratch file n, held unchanged until fs_up_scratch_src_done
  * (ok: they were uploaded). 0 or -errno. */

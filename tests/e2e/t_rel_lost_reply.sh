@@ -2,8 +2,11 @@
 # Issue 12, finding 3: a DELETE or PATCH whose every reply is lost (the server acted, the
 # client never heard) is settled by reading the image back, so rm's and setfattr's exit
 # status match what the server holds. The same faults before the server acts must fail.
+# An upload whose outcome cannot be read back fails a plain cp; during a mv or a replace the
+# journal reads the destination back, and finding the upload stored, they succeed (found by
+# the model test, writeback seed 7: a failed mv whose rename the journal had completed).
 # t_rel_lost_reply_batch.sh runs it on the batch host (E2E_BATCH=on).
-# shellcheck disable=SC2119 # helpers take optional arguments
+# shellcheck disable=SC2015,SC2119 # `a && b || fail` is intended; helpers take optional arguments
 # shellcheck source=tests/e2e/rel_lib.sh
 source "$(dirname "$0")/rel_lib.sh"
 
@@ -94,6 +97,30 @@ faults_clear
 log "cp said: $(cat "$E2E_T/cp.err")"
 grep -q 'Input/output error' "$E2E_T/cp.err" || fail "cp did not fail with EIO: $(cat "$E2E_T/cp.err")"
 grep -q 'upload outcome unknown' "${FS_LOG[$M]}" || fail "no log line says the outcome is unknown"
+
+# A rename and a replace journal their intent, and the journal settles a failed one by
+# reading the destination back (a GET, which works here): it finds the upload stored, so
+# the operation is done. Exit 0, a rename's source gone, the mount as the account.
+lost_upload_faults() {
+	fault_add '{"op":"images.upload","mode":"close","after":true,"count":1}'
+	fault_add '{"op":"images.blob","status":503,"retry_after":0}'
+}
+log "the same during a mv: the journal finds it stored, mv exits 0"
+lost_upload_faults
+mv "$M/images/p3.png" "$M/images/q3.png" || fail "mv exited non-zero although q3.png is stored"
+faults_clear
+api_has_id p3.png && fail "p3.png is still in the account"
+api_blob q3.png "$E2E_T/got" && cmp -s "$E2E_T/p3.png" "$E2E_T/got" || fail "q3.png not stored"
+[[ -e $M/images/p3.png ]] && fail "the mount shows p3.png, which the account no longer has"
+cmp "$E2E_T/p3.png" "$M/images/q3.png" || fail "q3.png reads wrong"
+log "the same during a replace: cp exits 0, the new bytes with the old metadata"
+make_png "$E2E_T/v.png" 13 13 10
+lost_upload_faults
+cp "$E2E_T/v.png" "$M/images/p4.png" || fail "cp onto p4.png exited non-zero although its bytes are stored"
+faults_clear
+api_blob p4.png "$E2E_T/got" && cmp -s "$E2E_T/v.png" "$E2E_T/got" || fail "p4.png does not hold the new bytes"
+expect_eq "metadata kept by the replace" "$(meta_of p4.png)" '{"lost":2}'
+cmp "$E2E_T/v.png" "$M/images/p4.png" || fail "p4.png reads wrong"
 
 daemon_alive "$M"
 umount_fs "$M"

@@ -22,7 +22,12 @@ C=$E2E_T/cache
 I=$M/images
 entries() { journal_entries "$C"; }
 pins() { { find "$C/v1/pin" -type f 2>/dev/null || true; } | wc -l; }
-HOLD='{"op":"images.upload","mode":"status","status":503,"retry_after":0}'
+# Retry-After 1 spreads one attempt's 5 tries over 4 s or more, so the release a second
+# later comes during the attempt that is under way when the operation starts waiting: it
+# waits for that attempt, which then succeeds. (With retry_after 0 the 5 tries can all fail
+# within the second, and an operation waiting on a failed attempt fails: ETIMEDOUT,
+# t_rel_writeback_wait.sh.)
+HOLD='{"op":"images.upload","mode":"status","status":503,"retry_after":1}'
 # release_later: clears the fault rules a second from now (the caller's operation waits).
 release_later() {
 	(
