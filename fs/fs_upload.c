@@ -613,6 +613,8 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 	/* An unfinished journal entry of this id (an old image being put back) goes first. */
 	if (fs->journal)
 		journal_wait_id(fs->journal, id, FS_JOURNAL_ORDER_MS);
+	if (!url) /* written to disk during the upload: clean, and droppable, once it is stored */
+		sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	if (pending)
 		rc = upload_fd_err(fs, id, w->fd, url, &a, n->name, path, &img, &err);
 	else
@@ -627,6 +629,11 @@ static int upload_w(struct fs_ctx *fs, struct fs_node *n, struct fs_wstate *w, c
 			fs_log(FS_LOG_DEBUG, "cannot keep '%s' in the cache", path);
 		free(w->path);
 		w->path = NULL; /* the fd now reads the cache entry: restage before writing */
+		/* Out of the page cache once written: a bulk copy then reuses the same memory for
+		 * each staged file instead of taking new (first-touch) pages per image, which
+		 * cost the daemon as much CPU as the rest of the upload on a VM (README,
+		 * Performance). Reading back reads the entry from disk, still no download. */
+		posix_fadvise(w->fd, 0, 0, POSIX_FADV_DONTNEED);
 	}
 	pthread_mutex_lock(&fs->lock);
 	fs_img_set_locked(fs, n, &img);
