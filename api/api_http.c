@@ -12,10 +12,19 @@
  * libcurl silently re-sends it on a new connection. That is harmless for GET/PUT/PATCH,
  * but it would repeat an anonymous upload (a duplicate image) and it hides from the retry
  * logic that an earlier attempt may have acted (a DELETE would then report ENOENT, an
- * upload with a custom id EEXIST, for something that succeeded). POST and DELETE therefore
- * always open a fresh connection (CURLOPT_FRESH_CONNECT), where libcurl never re-sends, and
- * every repetition goes through api_retry.c. The new connection stays cached for later
- * requests; TLS sessions are shared, so the extra cost is one handshake round trip.
+ * upload with a custom id EEXIST, for something that succeeded). A DELETE, a POST with an
+ * in-memory body and an upload without an id therefore always open a fresh connection
+ * (CURLOPT_FRESH_CONNECT), where libcurl never re-sends, and every repetition goes through
+ * api_retry.c; the new connection stays cached for later requests.
+ *
+ * Uploads with a custom id (every upload through the mount) reuse connections like GETs: a
+ * fresh connection per upload costs a TCP and a TLS handshake, 1-2 round trips, on every
+ * file of a bulk copy. libcurl can re-send a body it has begun to send only by rewinding
+ * it, which it asks seek_cb for (our own attempts start at reset_sinks instead): seek_cb
+ * refuses, so the attempt ends with CURLE_SEND_FAIL_REWIND, a dropped connection whose
+ * outcome is unknown, and the repetition goes through api_retry.c like any other (an
+ * "already exists" is then checked against the bytes, api_image_write.c). A re-send
+ * without a rewind had sent no body byte, so the server cannot have acted on it.
  */
 #include "api_internal.h"
 
@@ -167,11 +176,18 @@ static size_t read_cb(char *buf, size_t size, size_t nmemb, void *ud)
 	return got;
 }
 
+/* Only libcurl seeks during an attempt: a rewind of bytes it already took is the start of
+ * a hidden re-send (see the note at the top), refused; the first copy may have been acted
+ * on. */
 static int seek_cb(void *ud, curl_off_t off, int origin)
 {
 	struct api_req *r = ud;
 	if (origin != SEEK_SET || off < 0 || (uint64_t)off > r->mp->total)
 		return CURL_SEEKFUNC_CANTSEEK;
+	if ((uint64_t)off < r->mp->pos) {
+		r->outcome_unknown = 1;
+		return CURL_SEEKFUNC_CANTSEEK;
+	}
 	r->mp->pos = (uint64_t)off;
 	return CURL_SEEKFUNC_OK;
 }
@@ -239,7 +255,8 @@ static void set_body(struct api_req *r)
 	}
 	if (strcmp(r->method, "POST") != 0)
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
-	if (strcmp(r->method, "POST") == 0 || strcmp(r->method, "DELETE") == 0)
+	int rewinds = r->mp && r->idem == API_CREATE_WITH_ID; /* a re-send is refused */
+	if ((!rewinds && strcmp(r->method, "POST") == 0) || strcmp(r->method, "DELETE") == 0)
 		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L); /* see the note at the top */
 }
 

@@ -41,6 +41,7 @@ int api_retry_curl_transient(int curl_code)
 	case CURLE_HTTP2:
 	case CURLE_HTTP2_STREAM:
 	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_SEND_FAIL_REWIND: /* a reused connection died mid-upload (api_http.c) */
 		return 1;
 	default:
 		return 0;

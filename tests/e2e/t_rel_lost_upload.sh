@@ -44,6 +44,25 @@ for rule in '{"op":"images.upload","mode":"close","after":true,"count":1}' \
 	expect_eq "blob requests for a just-uploaded file" "$(emu_op images.blob)" 0
 done
 
+log "uploads reuse the connection; a reply lost there is not re-sent behind our back"
+# Consecutive uploads go over one keep-alive connection (no TCP/TLS handshake per file). When
+# that connection dies after the server stored the image, libcurl would re-send the upload
+# on a new one without telling the caller (and cp would fail with "already exists"); the
+# rewind it needs for that is refused, so the repetition is an ordinary retry whose
+# "already exists" is checked against the bytes.
+make_png "$E2E_T/k0.png" 20 20 50
+make_png "$E2E_T/k1.png" 20 20 51
+make_png "$E2E_T/k2.png" 20 20 52
+cp "$E2E_T/k0.png" "$M/images/k0.png" || fail "cp k0.png"
+emu_stats_reset
+cp "$E2E_T/k1.png" "$M/images/k1.png" || fail "cp k1.png"
+expect_eq "connections opened by an upload after an upload" "$(emu_stat connections)" 0
+fault_add '{"op":"images.upload","mode":"close","after":true,"count":1}'
+cp "$E2E_T/k2.png" "$M/images/k2.png" || fail "cp failed for a stored upload (reused connection)"
+expect_eq "connections: one, for the retry" "$(emu_stat connections)" 1
+expect_eq "upload requests (k1, the lost one, its retry)" "$(emu_op images.upload)" 3
+check_stored k2.png "$E2E_T/k2.png"
+
 log "lost response with pending metadata (set before close): stored with the metadata"
 make_png "$E2E_T/meta.png" 20 20 77
 fault_add '{"op":"images.upload","mode":"close","after":true,"count":1}'

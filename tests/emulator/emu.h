@@ -640,6 +640,7 @@ struct emu {
 	struct emu_batch batch;
 	atomic_ulong sent_429;	     /* 429 responses on the global API */
 	atomic_ulong sent_429_batch; /* 429 responses on the batch host */
+	atomic_ulong connections;    /* TCP connections that carried an API request */
 	atomic_bool stopping;
 	struct MHD_Daemon *daemon;
 };

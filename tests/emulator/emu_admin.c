@@ -5,7 +5,7 @@
  *   GET    /__emulator/stats         {"total":N,"ops":{"images.list_v1":N,...,"other":N},
  *                                     "batch_ops":{"batch.images.upload":N,...},
  *                                     "batch_total":N,"batch_refused":N,"sent_429":N,
- *                                     "sent_429_batch":N,"batch_tokens_live":N,
+ *                                     "sent_429_batch":N,"batch_tokens_live":N,"connections":N,
  *                                     "delivery":{"requests":N,"ok":N,"denied":N,"not_found":N}}
  *                                     (total: global API; batch_*: the batch host)
  *   POST   /__emulator/stats/reset   {"ok":true} (every counter, delivery included)
@@ -96,11 +96,12 @@ static void h_stats(struct emu *e, struct emu_req *rq)
 	}
 	emu_buf_printf(&b,
 		       "},\"batch_total\":%lu,\"batch_refused\":%lu,\"sent_429\":%lu,"
-		       "\"sent_429_batch\":%lu,\"batch_tokens_live\":%zu",
+		       "\"sent_429_batch\":%lu,\"batch_tokens_live\":%zu,\"connections\":%lu",
 		       batch, atomic_load_explicit(&e->batch.refused, memory_order_relaxed),
 		       atomic_load_explicit(&e->sent_429, memory_order_relaxed),
 		       atomic_load_explicit(&e->sent_429_batch, memory_order_relaxed),
-		       emu_batch_live(&e->batch));
+		       emu_batch_live(&e->batch),
+		       atomic_load_explicit(&e->connections, memory_order_relaxed));
 	emu_delivery_stats_json(&e->delivery, &b);
 	emu_buf_puts(&b, "}");
 	emu_reply_json_buf(rq, 200, &b);
@@ -116,6 +117,7 @@ static void h_stats_reset(struct emu *e, struct emu_req *rq)
 	}
 	atomic_store_explicit(&e->sent_429, 0, memory_order_relaxed);
 	atomic_store_explicit(&e->sent_429_batch, 0, memory_order_relaxed);
+	atomic_store_explicit(&e->connections, 0, memory_order_relaxed);
 	atomic_store_explicit(&e->batch.refused, 0, memory_order_relaxed);
 	emu_delivery_stats_reset(&e->delivery);
 	admin_ok(rq);

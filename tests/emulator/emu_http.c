@@ -740,6 +740,37 @@ static void take_body(struct emu_req *rq, const char *data, size_t n)
 		rq->body_overflow = true;
 }
 
+/* Per connection: whether it has carried an API request yet (e->connections). */
+struct emu_conn {
+	bool counted;
+};
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		*socket_context = calloc(1, sizeof(struct emu_conn));
+	} else {
+		free(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/* Counts the connection of an API request (global or batch) the first time it carries one. */
+static void count_connection(struct emu *e, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct emu_conn *c = ci ? ci->socket_context : NULL;
+
+	if (c && !c->counted) {
+		c->counted = true;
+		atomic_fetch_add_explicit(&e->connections, 1, memory_order_relaxed);
+	}
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload_data,
 				  size_t *upload_data_size, void **con_cls)
@@ -756,6 +787,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		classify(e, rq);
 		if (!rq->path)
 			return MHD_NO;
+		if (rq->is_api || rq->is_batch)
+			count_connection(e, conn);
 		cl = emu_req_header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > rq->body.max) {
 			/* refuse now instead of reading it; MHD closes the connection after */
@@ -850,7 +883,8 @@ int emu_http_start(struct emu *e)
 	e->daemon = MHD_start_daemon(
 	    flags, (uint16_t)e->listen_port, NULL, NULL, on_request, e, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, on_uri, e,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, e, MHD_OPTION_THREAD_POOL_SIZE, e->threads,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, e, MHD_OPTION_NOTIFY_CONNECTION,
+	    on_connection, e, MHD_OPTION_THREAD_POOL_SIZE, e->threads,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)4000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
 	if (!e->daemon) {

@@ -453,6 +453,10 @@ START_TEST(test_retry_policy)
 	ck_assert(!api_retry_should(API_CREATE_ANON, CURLE_OPERATION_TIMEDOUT, 0));
 	ck_assert(!api_retry_should(API_CREATE_ANON, 0, 503));
 	ck_assert(api_retry_should(API_CREATE_WITH_ID, CURLE_RECV_ERROR, 0));
+	/* A reused connection died mid-upload and libcurl's own re-send was refused. */
+	ck_assert(api_retry_should(API_CREATE_WITH_ID, CURLE_SEND_FAIL_REWIND, 0));
+	ck_assert(!api_retry_should(API_CREATE_ANON, CURLE_SEND_FAIL_REWIND, 0));
+	ck_assert(api_retry_outcome_unknown(CURLE_SEND_FAIL_REWIND, 0));
 	/* Outcome unknown: the server may have acted. */
 	ck_assert(api_retry_outcome_unknown(CURLE_RECV_ERROR, 0));
 	ck_assert(api_retry_outcome_unknown(CURLE_OPERATION_TIMEDOUT, 0));
