@@ -331,12 +331,12 @@ int journal_begin(struct journal *j, const struct journal_intent *in, uint64_t *
 		unpin_intent(j, e);
 		goto fail;
 	}
+	*seq = e->seq; /* before the unlock: a worker may settle and free an upload at once */
 	pthread_mutex_lock(&j->lock);
 	e->next_ms = journal_now_ms();
 	journal_insert_locked(j, e);
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
-	*seq = e->seq;
 	return 0;
 fail:
 	journal_logf(j, 0, "cannot record the intent for '%s' in the journal: %s", in->id,
